@@ -1,0 +1,41 @@
+# The README's two commands: `make book` builds the HTML, `make test` runs every check CI runs.
+# Both create the virtual environment from requirements.txt when it is missing or out of date.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.requirements-installed
+
+# no progress bars in built pages or test logs; matplotlib draws off-screen
+export BOOK_PROGRESS := 0
+export MPLBACKEND := Agg
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: book test unit notebooks build-strict env clean
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build --keep-going .
+	@echo "HTML book: _build/html/index.html"
+
+test: unit notebooks build-strict
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
+
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -q -p no:cacheprovider chapters/ book/
+
+build-strict: $(STAMP)
+	$(BIN)/jupyter-book build -W -n --keep-going .
+	@echo "HTML book: _build/html/index.html"
+
+clean:
+	rm -rf _build
