@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.requirements-installed
+NOTEBOOKS := $(wildcard chapters/*.ipynb book/*.ipynb)
 
 # no progress bars in built pages or test logs; matplotlib draws off-screen
 export BOOK_PROGRESS := 0
@@ -31,7 +32,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
 
 notebooks: $(STAMP)
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -q -p no:cacheprovider chapters/ book/
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -q -p no:cacheprovider $(NOTEBOOKS)
 
 build-strict: $(STAMP)
 	$(BIN)/jupyter-book build -W -n --keep-going .
