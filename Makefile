@@ -7,9 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.requirements-installed
 NOTEBOOKS := $(wildcard chapters/*.ipynb book/*.ipynb)
 
-# no progress bars in built pages or test logs; matplotlib draws off-screen
+# no progress bars in built pages or test logs (never set MPLBACKEND here: it would override the
+# notebooks' inline backend and drop every figure from the HTML)
 export BOOK_PROGRESS := 0
-export MPLBACKEND := Agg
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: book test unit notebooks build-strict env clean

@@ -10,7 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("BOOK_PROGRESS", "0")
-os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib  # noqa: E402
+
+# off-screen drawing for this process only; an MPLBACKEND variable would leak into notebook kernels
+matplotlib.use("Agg")
 
 
 @pytest.fixture(autouse=True)

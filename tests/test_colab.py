@@ -30,7 +30,6 @@ def test_conventions_page_runs_alone_after_cloning_the_book(tmp_path, monkeypatc
         "import json, utils\nprint(json.dumps({'utils': utils.__file__, 'root': str(BOOK_ROOT)}))"))
     monkeypatch.setenv("BOOK_REPO_URL", str(ROOT))
     monkeypatch.setenv("BOOK_PROGRESS", "0")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(workdir)}}).execute()
 

@@ -1,0 +1,33 @@
+"""Small fixes to the HTML that Jupyter Book 1 produces, so that pages load cleanly offline.
+
+* sphinx-thebe registers its configuration script once per environment read, and with the
+  notebook cache the environment can be read twice, which declares ``THEBE_JS_URL`` twice and raises
+  a JavaScript error on every page (sphinx-togglebutton's selector is doubled the same way). Each
+  page's script list is de-duplicated here, keeping the first occurrence.
+"""
+
+from __future__ import annotations
+
+
+def _script_key(script) -> tuple:
+    # the same file or inline body (filename None and "" both mean inline), whatever its priority
+    attributes = getattr(script, "attributes", {}) or {}
+    return str(getattr(script, "filename", script) or ""), tuple(sorted((k, str(v)) for k, v in attributes.items()))
+
+
+def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for script in scripts:
+        key = _script_key(script)
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    scripts[:] = unique
+
+
+def setup(app):
+    app.connect("html-page-context", dedupe_scripts, priority=1)  # before any handler that returns a template and stops the event
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
