@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard chapters/*.ipynb book/*.ipynb)
 export BOOK_PROGRESS := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: book test unit notebooks build-strict env clean
+.PHONY: book test unit notebooks build-strict browser screenshots chromium env clean
 
 env: $(STAMP)
 
@@ -26,10 +26,10 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build --keep-going .
 	@echo "HTML book: _build/html/index.html"
 
-test: unit notebooks build-strict
+test: unit notebooks build-strict browser
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
+	$(BIN)/python -m pytest tests/ --ignore=tests/browser -q -p no:cacheprovider
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -q -p no:cacheprovider $(NOTEBOOKS)
@@ -37,6 +37,20 @@ notebooks: $(STAMP)
 build-strict: $(STAMP)
 	$(BIN)/jupyter-book build -W -n --keep-going .
 	@echo "HTML book: _build/html/index.html"
+
+# the browser suite runs against the freshly built book, offline
+browser: $(STAMP) chromium
+	$(BIN)/python -m pytest tests/browser -q -p no:cacheprovider -rs
+
+# one full-page PNG per page of the book into _build/screenshots/ (needs a built book)
+screenshots: $(STAMP) chromium
+	$(BIN)/python tests/browser/site_pages.py
+
+# Debian's chromium for the browser tests; when it cannot be installed the suite skips, loudly
+chromium:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "WARNING: could not install chromium: the browser tests will be SKIPPED"
 
 clean:
 	rm -rf _build

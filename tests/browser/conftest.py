@@ -1,0 +1,118 @@
+"""Fixtures for the browser suite: one Chromium for the session, each page opened once and inspected."""
+
+from __future__ import annotations
+
+import pytest
+
+from site_pages import CHROMIUM, HTML, SCREENSHOTS, launch, offline_context, open_page, screenshot_path, toc_pages
+
+INSPECT = r"""() => {
+  const article = document.querySelector('article.bd-article') || document.body;
+  const skip = new Set(['PRE', 'CODE', 'SCRIPT', 'STYLE', 'TEXTAREA', 'MJX-CONTAINER']);
+  const rawMath = [];
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT, {
+    acceptNode(node) {
+      for (let el = node.parentElement; el && el !== article; el = el.parentElement) {
+        if (skip.has(el.tagName) || el.classList.contains('highlight')) return NodeFilter.FILTER_REJECT;
+      }
+      return NodeFilter.FILTER_ACCEPT;
+    }});
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const t = n.textContent;
+    if (t.includes('$$') || t.includes('\\[') || t.includes('\\(') || t.includes('\\begin{')) rawMath.push(t.trim().slice(0, 80));
+  }
+  const cells = [...article.querySelectorAll('div.cell')];
+  const outputs = [...article.querySelectorAll('.cell_output')];
+  const outputText = outputs.map(o => o.innerText);
+  const explorerCells = cells.map((c, i) => [c, i]).filter(([c]) => {
+      const src = c.querySelector('.cell_input');
+      return src && /\bexplorer\(/.test(src.innerText);
+  });
+  return {
+    title: document.title,
+    h1: (article.querySelector('h1') || {}).innerText || '',
+    mathTotal: article.querySelectorAll('.math').length,
+    mathUnrendered: [...article.querySelectorAll('.math')].filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 60)),
+    mathErrors: article.querySelectorAll('mjx-merror').length,
+    rawMath,
+    brokenImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src')),
+    figureSources: [...article.querySelectorAll('.cell_output img')].map(i => i.getAttribute('src')),
+    outputText,
+    tracebacks: outputs.filter(o => o.querySelector('.traceback, .output.error') || /Traceback \(most recent call last\)/.test(o.innerText)).length,
+    widgetViews: article.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
+    explorers: explorerCells.map(([c, i]) => ({
+        hasOwnOutput: !!c.querySelector('.cell_output'),
+        figureBelow: cells.slice(i + 1, i + 4).some(d => d.querySelector('.cell_output img')),
+    })),
+    tallTextOutputs: [...article.querySelectorAll('.cell_output .output.text_plain, .cell_output .output.stream, .cell_output .output.text_html')]
+        .filter(o => { const s = getComputedStyle(o); const p = o.parentElement ? getComputedStyle(o.parentElement) : s;
+                       const scrolls = ['auto', 'scroll'].includes(s.overflowY) || ['auto', 'scroll'].includes(p.overflowY);
+                       return o.offsetHeight > 600 && !scrolls; }).length,
+    links: [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href')),
+    ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+    prev: !!document.querySelector('.prev-next-area a.left-prev'),
+    next: !!document.querySelector('.prev-next-area a.right-next'),
+    firstParagraphs: [...article.querySelectorAll('section > p, section > ul, section > ol, p, ul')].slice(0, 8).map(p => p.innerText).join('\n'),
+    theme: document.documentElement.dataset.theme,
+  };
+}"""
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"BROWSER TESTS SKIPPED: {CHROMIUM} not found (make test installs Debian's chromium when it can)"
+    elif not (HTML / "index.html").exists():
+        reason = "BROWSER TESTS SKIPPED: no built book in _build/html (run `make book` first)"
+    if reason:
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = launch(pw)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def light_context(browser):
+    context = offline_context(browser)
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def inspected(light_context):
+    """``inspected(page)``: open a toc page once, save its full-page screenshot, return what the DOM shows."""
+    cache: dict[str, dict] = {}
+
+    def inspect(toc_page):
+        if toc_page.docname not in cache:
+            page, errors = open_page(light_context, toc_page.html.as_uri())
+            report = page.evaluate(INSPECT)
+            report["console_errors"] = errors
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot_path(toc_page)), full_page=True)
+            page.close()
+            cache[toc_page.docname] = report
+        return cache[toc_page.docname]
+
+    return inspect
+
+
+PAGES = toc_pages()
+
+
+def pytest_generate_tests(metafunc):
+    if "toc_page" in metafunc.fixturenames:
+        pages = PAGES
+        if metafunc.function.__name__.endswith("_notebook_page"):
+            pages = [p for p in PAGES if p.is_notebook]
+        elif metafunc.function.__name__.endswith("_chapter_page"):
+            pages = [p for p in PAGES if p.is_chapter]
+        metafunc.parametrize("toc_page", pages, ids=[p.docname for p in pages])
