@@ -1,0 +1,340 @@
+"""Tests of utils.per_example: eq 10 (eq-pex-trick), its Gram form (eq-pex-gram), hooks, errors."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from utils.models import mlp
+from utils.per_example import (
+    layer_sq_norms,
+    norms_from_grads,
+    per_example_grad_norms,
+    per_example_grads,
+    plot_norm_snapshot,
+    track_norms,
+    trainable_linear_layers,
+)
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def ce(output, target):
+    return F.cross_entropy(output, target, reduction="none")
+
+
+def naive_norms(model, loss_fn, x, y, per_layer=False):
+    """One backward pass per example: the definition, eq 9."""
+    rows = []
+    for j in range(len(x)):
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x[j:j + 1]), y[j:j + 1]).sum().backward()
+        sq = [sum((p.grad ** 2).sum() for p in layer.parameters() if p.grad is not None)
+              for _, layer in trainable_linear_layers(model)]
+        rows.append(torch.stack([torch.as_tensor(s) for s in sq]))
+    model.zero_grad(set_to_none=True)
+    sq = torch.stack(rows)
+    return sq.sqrt() if per_layer else sq.sum(1).sqrt()
+
+
+def batch(dtype, n=9, d=6, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=dtype)
+    y = torch.randint(0, classes, (n,), generator=g)
+    x[2] = 0.0                      # a zero example
+    x[5], y[5] = x[1], y[1]         # a duplicate
+    return x, y
+
+
+def close(a, b, dtype):
+    return torch.allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype] * 1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- layer_sq_norms
+
+def test_layer_sq_norms_known_values():
+    h, zbar = torch.tensor([[3.0, 4.0]]), torch.tensor([[1.0, 2.0, 2.0]])
+    assert layer_sq_norms(h, zbar, bias=False).item() == 225.0          # 9 * 25
+    assert layer_sq_norms(h, zbar).item() == 9.0 * 26.0                 # bias: ||h||^2 + 1
+    assert layer_sq_norms(h, zbar, weight=False).item() == 9.0          # bias only
+
+
+def test_layer_sq_norms_is_the_frobenius_norm_of_the_outer_product():
+    g = torch.Generator().manual_seed(1)
+    h, zbar = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    outer = torch.einsum("bp,bd->bpd", zbar, h)
+    assert torch.allclose(layer_sq_norms(h, zbar, bias=False), outer.pow(2).sum((1, 2)), rtol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 4), t=st.integers(1, 6), d=st.integers(1, 5), p=st.integers(1, 5),
+       bias=st.booleans(), weight=st.booleans(), seed=st.integers(0, 1000))
+def test_gram_and_outer_forms_agree(b, t, d, p, bias, weight, seed):
+    if not (bias or weight):
+        weight = True
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(b, t, d, generator=g, dtype=torch.float64)
+    zbar = torch.randn(b, t, p, generator=g, dtype=torch.float64)
+    gram = layer_sq_norms(h, zbar, weight=weight, bias=bias, method="gram")
+    outer = layer_sq_norms(h, zbar, weight=weight, bias=bias, method="outer")
+    auto = layer_sq_norms(h, zbar, weight=weight, bias=bias)
+    # reference: materialise the gradient sum_t zbar_t [h_t, 1]^T
+    h_aug = torch.cat([h * float(weight), torch.ones(b, t, 1, dtype=h.dtype) * float(bias)], dim=2)
+    ref = torch.einsum("btp,btd->bpd", zbar, h_aug).pow(2).sum((1, 2))
+    for value in (gram, outer, auto):
+        assert torch.allclose(value, ref, rtol=1e-10, atol=1e-12)
+    if t == 1:   # one position: the Gram form is eq 10
+        assert torch.allclose(gram, layer_sq_norms(h[:, 0], zbar[:, 0], weight=weight, bias=bias), rtol=1e-12)
+
+
+def test_per_position_eq10_is_wrong_for_shared_weights():
+    g = torch.Generator().manual_seed(2)
+    h, zbar = torch.randn(3, 5, 4, generator=g, dtype=torch.float64), torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    per_position = (zbar.pow(2).sum(2) * h.pow(2).sum(2)).sum(1)          # ignores the cross terms t != s
+    assert not torch.allclose(per_position, layer_sq_norms(h, zbar, bias=False), rtol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(h=[[1.0]], zbar=torch.ones(1, 1)), "h must be a torch.Tensor"),
+    (dict(h=torch.ones(1, 1), zbar=None), "zbar must be a torch.Tensor"),
+    (dict(h=torch.ones(3), zbar=torch.ones(3)), "h must have shape"),
+    (dict(h=torch.ones(2, 3), zbar=torch.ones(3, 3)), "zbar must have shape"),
+    (dict(h=torch.ones(2, 4, 3), zbar=torch.ones(2, 5, 3)), "zbar must have shape"),
+    (dict(h=torch.ones(2, 3), zbar=torch.ones(2, 3), method="fast"), "method"),
+    (dict(h=torch.ones(2, 3), zbar=torch.ones(2, 3), weight=False, bias=False), "weight and bias"),
+])
+def test_layer_sq_norms_rejects_bad_input(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        layer_sq_norms(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- whole model
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_naive_loop_and_vmap(dtype, bias):
+    torch.manual_seed(0)
+    model = mlp([6, 8, 5, 3], bias=bias, dtype=dtype)
+    x, y = batch(dtype)
+    trick = per_example_grad_norms(model, ce, x, y)
+    assert trick.shape == (9,) and trick.dtype == dtype
+    assert close(trick, naive_norms(model, ce, x, y), dtype)
+    assert close(trick, norms_from_grads(per_example_grads(model, ce, x, y)), dtype)
+    assert close(per_example_grad_norms(model, ce, x, y, per_layer=True), naive_norms(model, ce, x, y, True), dtype)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_duplicates_and_zero_examples(bias):
+    torch.manual_seed(0)
+    model = mlp([6, 8, 5, 3], bias=bias, dtype=torch.float64)
+    x, y = batch(torch.float64)
+    per_layer = per_example_grad_norms(model, ce, x, y, per_layer=True)
+    assert per_layer.shape == (9, 3)
+    assert torch.equal(per_layer[5], per_layer[1])                    # a duplicate has the same norms
+    grads = per_example_grads(model, ce, x, y)
+    assert torch.all(grads["fc1.weight"][2] == 0.0)                    # h = 0: the weight gradient zbar h^T vanishes
+    first_bias = grads["fc1.bias"][2].norm() if bias else torch.tensor(0.0, dtype=torch.float64)
+    assert torch.allclose(per_layer[2, 0], first_bias, rtol=1e-10, atol=1e-15)   # ... only the bias is left
+    if not bias:                                                        # no bias, ReLU: a zero input has zero gradient
+        assert torch.all(per_layer[2] == 0.0)
+    total = per_example_grad_norms(model, ce, x, y)
+    assert torch.allclose(total, per_layer.pow(2).sum(1).sqrt(), rtol=1e-12)   # eq-pex-total
+
+
+def test_per_example_norms_leave_grad_untouched_and_work_under_no_grad():
+    model = mlp([4, 3, 2], dtype=torch.float64)
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long)
+    with torch.no_grad():
+        norms = per_example_grad_norms(model, ce, x, y)
+    assert all(p.grad is None for p in model.parameters())
+    assert not norms.requires_grad and not model.fc1._forward_hooks
+
+
+def test_frozen_layers_are_excluded_and_frozen_bias_counts_only_weight():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(8, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    model[0].requires_grad_(False)          # a frozen conv is fine
+    model[4].bias.requires_grad_(False)     # only the weight of the last layer is trainable
+    x, y = torch.randn(6, 1, 6, dtype=torch.float64), torch.randint(0, 3, (6,))
+    trick = per_example_grad_norms(model, ce, x, y)
+    ref = norms_from_grads(per_example_grads(model, ce, x, y))
+    assert set(per_example_grads(model, ce, x, y)) == {"2.weight", "2.bias", "4.weight"}
+    assert torch.allclose(trick, ref, rtol=1e-10)
+
+
+class SequenceModel(nn.Module):
+    """Linear layers applied at every position of a (B, T, d) input: weights shared over T."""
+
+    def __init__(self, d=5, hidden=4, classes=3, tie=False):
+        super().__init__()
+        self.embed = nn.Linear(d, hidden)
+        self.mix = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(hidden, classes)
+        self.tie = tie
+
+    def forward(self, x):
+        z = torch.tanh(self.embed(x))
+        z = torch.tanh(self.mix(z))
+        if self.tie:                        # the same layer called a second time
+            z = torch.tanh(self.mix(z))
+        return self.head(z.mean(dim=1))
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_sequence_model_gram_form_matches_vmap_float64(tie):
+    torch.manual_seed(3)
+    model = SequenceModel(tie=tie).double()
+    x, y = torch.randn(4, 7, 5, dtype=torch.float64), torch.randint(0, 3, (4,))
+    trick = per_example_grad_norms(model, ce, x, y)
+    assert torch.allclose(trick, norms_from_grads(per_example_grads(model, ce, x, y)), rtol=1e-10)
+    assert torch.allclose(trick, naive_norms(model, ce, x, y), rtol=1e-10)
+
+
+def test_conv_via_unfold_gram_form_matches_vmap():
+    torch.manual_seed(4)
+    conv = nn.Conv2d(2, 3, kernel_size=3, dtype=torch.float64)
+    head = nn.Linear(3, 2, dtype=torch.float64)
+    head.requires_grad_(False)
+    model = nn.Sequential(conv, nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    x, y = torch.randn(5, 2, 6, 6, dtype=torch.float64), torch.randint(0, 2, (5,))
+    out = conv(x)                                                       # (B, p, 4, 4)
+    out.retain_grad()
+    ce(nn.Sequential(*list(model)[1:])(out), y).sum().backward()
+    h = F.unfold(x, kernel_size=3).transpose(1, 2)                      # (B, T, C k k)
+    zbar = out.grad.flatten(2).transpose(1, 2)                          # (B, T, p)
+    grads = per_example_grads(model, ce, x, y)
+    ref = norms_from_grads(grads)
+    for method in ("gram", "outer"):
+        assert torch.allclose(layer_sq_norms(h, zbar, method=method).sqrt(), ref, rtol=1e-10)
+    with pytest.raises(ValueError, match="Conv2d"):
+        per_example_grad_norms(model, ce, x, y)
+
+
+def test_rejects_scalar_loss_and_wrong_shapes():
+    model = mlp([4, 3, 2])
+    x, y = torch.randn(5, 4), torch.zeros(5, dtype=torch.long)
+    with pytest.raises(ValueError, match="loss_fn returned a scalar"):
+        per_example_grad_norms(model, F.cross_entropy, x, y)
+    with pytest.raises(ValueError, match="loss_fn returned a scalar"):
+        per_example_grads(model, F.cross_entropy, x, y)
+    with pytest.raises(ValueError, match="loss_fn must return"):
+        per_example_grad_norms(model, lambda o, t: ce(o, t)[:3], x, y)
+    with pytest.raises(TypeError, match="loss_fn"):
+        per_example_grad_norms(model, "ce", x, y)
+    with pytest.raises(TypeError, match="x must be"):
+        per_example_grad_norms(model, ce, x.numpy(), y)
+    with pytest.raises(ValueError, match="y must hold"):
+        per_example_grad_norms(model, ce, x, y[:4])
+    with pytest.raises(TypeError, match="per_layer"):
+        per_example_grad_norms(model, ce, x, y, per_layer="yes")
+    with pytest.raises(TypeError, match="model"):
+        per_example_grad_norms(lambda v: v, ce, x, y)
+
+
+@pytest.mark.parametrize("layer, name", [(nn.BatchNorm1d(3), "BatchNorm1d"), (nn.LayerNorm(3), "LayerNorm")])
+def test_rejects_unsupported_trainable_layers_by_name(layer, name):
+    model = nn.Sequential(nn.Linear(4, 3), layer, nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=f"'1' \\({name}\\)"):
+        per_example_grad_norms(model, ce, torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+
+
+def test_rejects_models_without_trainable_linear_layer():
+    model = mlp([4, 2]).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable"):
+        trainable_linear_layers(model)
+
+
+def test_unused_layer_raises():
+    model = nn.ModuleDict({"a": nn.Linear(4, 2), "unused": nn.Linear(4, 2)})
+    model.forward = lambda v: model["a"](v)
+    with pytest.raises(RuntimeError, match="'unused'"):
+        per_example_grad_norms(model, ce, torch.randn(3, 4), torch.zeros(3, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------------- track_norms
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_track_norms_in_an_ordinary_step(reduction):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(inplace=True), nn.Linear(8, 3)).double()
+    x, y = batch(torch.float64)
+    with track_norms(model, reduction=reduction) as tracker:
+        with torch.no_grad():
+            model(x[:2])                                    # evaluation inside the block is ignored
+        loss = F.cross_entropy(model(x), y, reduction=reduction)
+        loss.backward()
+    assert not any(m._forward_hooks for m in model.modules())   # hooks removed on exit
+    ordinary = model[0].weight.grad.clone()
+    assert tracker.layer_names == ["0", "2"]
+    assert torch.allclose(tracker.norms(), per_example_grad_norms(model, ce, x, y), rtol=1e-10)
+    assert tracker.norms(per_layer=True).shape == (9, 2)
+    scale = 1.0 if reduction == "sum" else 1.0 / len(x)
+    ref = scale * per_example_grads(model, ce, x, y)["0.weight"].sum(dim=0)
+    assert torch.allclose(ordinary, ref, rtol=1e-10)            # the ordinary gradient is still the batch gradient
+
+
+def test_track_norms_errors():
+    model = mlp([4, 3, 2])
+    with pytest.raises(ValueError, match="reduction"):
+        with track_norms(model, reduction="max"):
+            pass
+    x, y = torch.randn(5, 4), torch.zeros(5, dtype=torch.long)
+    with track_norms(model) as tracker:
+        loss = ce(model(x), y).sum()
+        with pytest.raises(RuntimeError, match="backward"):
+            tracker.norms()
+    with track_norms(model) as tracker:
+        pass
+    with pytest.raises(RuntimeError, match="not called"):
+        tracker.norms()
+    with pytest.raises(TypeError, match="model"):
+        with track_norms("model"):
+            pass
+
+
+def test_track_norms_reset_reuses_tracker():
+    model = mlp([4, 3, 2], dtype=torch.float64)
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long)
+    with track_norms(model) as tracker:
+        ce(model(x), y).sum().backward()
+        tracker.reset()
+        ce(model(x[:3]), y[:3]).sum().backward()
+        assert tracker.norms().shape == (3,)
+
+
+# ---------------------------------------------------------------------------------------------- references, plot
+
+def test_per_example_grads_shapes_and_norms_from_grads():
+    model = mlp([4, 3, 2])
+    grads = per_example_grads(model, ce, torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+    assert {k: tuple(v.shape) for k, v in grads.items()} == {
+        "fc1.weight": (5, 3, 4), "fc1.bias": (5, 3), "fc2.weight": (5, 2, 3), "fc2.bias": (5, 2)}
+    assert torch.equal(norms_from_grads({"w": torch.tensor([[3.0, 0.0]]), "b": torch.tensor([[4.0]])}),
+                       torch.tensor([5.0]))
+    with pytest.raises(ValueError, match="grads"):
+        norms_from_grads({})
+    with pytest.raises(ValueError, match="batch size"):
+        norms_from_grads({"a": torch.ones(2, 3), "b": torch.ones(3, 3)})
+
+
+def test_plot_norm_snapshot_draws_and_validates():
+    rng = np.random.default_rng(0)
+    snaps = {0: rng.random(20) + 0.1, 10: rng.random(20) + 0.1}
+    images, labels, flipped = rng.random((20, 64)), rng.integers(0, 10, 20), rng.random(20) < 0.2
+    fig = plt.figure(figsize=(6, 3))
+    plot_norm_snapshot(fig, 7, snaps, images, labels, k=4, flipped=flipped)
+    assert "step 10" in [a.get_title() for a in fig.get_axes()][0]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="k must be"):
+        plot_norm_snapshot(plt.figure(), 0, snaps, images, labels, k=0)
+    with pytest.raises(ValueError, match="snapshots"):
+        plot_norm_snapshot(plt.figure(), 0, {}, images, labels)
+    plt.close("all")

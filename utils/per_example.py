@@ -1,0 +1,472 @@
+"""Per-example gradient norms at the cost of one backward pass {cite}`goodfellow2015perexample`.
+
+Chapter ``chapters/06_per_example_gradients.ipynb``; notes section 4.1, eqs 8-10.
+
+For a linear layer ``z = W h`` (the bias is an extra column of ``W`` with a 1 appended to ``h``,
+notes eq 8) the gradient of example ``j``'s loss is the rank-one matrix ``zbar_j h_j^T``, so its
+squared Frobenius norm (notes eq 9) is ``||zbar_j||^2 ||h_j||^2`` (notes eq 10, the book's
+``eq-pex-trick``). ``H`` is kept by a forward hook and ``Zbar = dC/dZ`` is what an ordinary backward
+pass of ``C = sum_j L^(j)`` computes anyway, so every per-example norm costs ``O(B (d + p))``
+extra work per layer instead of the ``B x P`` numbers of the materialised per-example gradients.
+
+When a layer's weights are shared over positions (an input of shape ``(B, T, d)``, a convolution
+written with ``unfold``, a layer called twice) the gradient is a sum of ``T`` outer products and the
+squared norm is the Gram-matrix form ``sum_{t,s} (zbar_t . zbar_s)(h_t . h_s)`` (``eq-pex-gram``),
+which :func:`layer_sq_norms` evaluates.
+
+Public API
+----------
+* :func:`per_example_grad_norms`: ``(B,)`` (or ``(B, n_layers)``) norms for a batch, no side effects.
+* :func:`track_norms`: context manager; the ordinary ``loss.backward()`` of a training step also
+  yields the per-example norms.
+* :func:`per_example_grads`: the materialised per-example gradients via ``torch.func`` (reference
+  and for the clipping chapter), and :func:`norms_from_grads` to take their norms.
+* :func:`layer_sq_norms`: the trick for one layer from ``H`` and ``Zbar`` (outer or Gram form).
+* :func:`trainable_linear_layers`: the layers the trick covers, in forward order.
+* :func:`plot_norm_snapshot`: explorer panel (norm histogram and the top-k examples at one step).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .plotting import PALETTE
+
+__all__ = [
+    "trainable_linear_layers",
+    "layer_sq_norms",
+    "per_example_grad_norms",
+    "NormTracker",
+    "track_norms",
+    "per_example_grads",
+    "norms_from_grads",
+    "plot_norm_snapshot",
+]
+
+_METHODS = ("auto", "outer", "gram")
+_REDUCTIONS = ("sum", "mean")
+
+
+# ----------------------------------------------------------------------------------------------
+# which layers are covered
+# ----------------------------------------------------------------------------------------------
+
+def trainable_linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The ``nn.Linear`` layers of ``model`` with at least one trainable parameter, in forward order.
+
+    Raises ``TypeError`` if ``model`` is not an ``nn.Module``, and ``ValueError`` naming the layer if
+    the model holds a trainable parameter in any other kind of layer (a convolution, a norm layer,
+    an embedding, a bare ``nn.Parameter``): the norm trick of eq 10 would silently miss it. Freeze
+    it (``requires_grad_(False)``) or use :func:`per_example_grads`. Also ``ValueError`` if no
+    trainable linear layer is left.
+
+    >>> from utils.models import mlp
+    >>> [name for name, _ in trainable_linear_layers(mlp([4, 3, 2]))]
+    ['fc1', 'fc2']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    found = []
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        if type(module) is not nn.Linear:
+            label = name or "<the model itself>"
+            raise ValueError(
+                f"model contains a trainable layer per-example norms cannot handle: {label!r} "
+                f"({type(module).__name__}); only torch.nn.Linear layers are supported "
+                "(freeze it with requires_grad_(False), or use per_example_grads)")
+        found.append((name, module))
+    if not found:
+        raise ValueError("model has no trainable torch.nn.Linear layer")
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# one layer: eq 10 and its Gram-matrix form
+# ----------------------------------------------------------------------------------------------
+
+def layer_sq_norms(h: torch.Tensor, zbar: torch.Tensor, *, weight: bool = True, bias: bool = True,
+                   method: str = "auto") -> torch.Tensor:
+    """Squared Frobenius norms ``||dL^(j)/dW||^2`` of one linear layer, for every example ``j``.
+
+    ``h`` is the layer's input and ``zbar`` the gradient of the cost ``C = sum_j L^(j)`` with respect
+    to the layer's output (``Zbar``). Shapes: ``h (B, d)`` and ``zbar (B, p)`` for a layer applied
+    once per example, giving notes eq 10 (``eq-pex-trick``)::
+
+        ||zbar_j||^2 (||h_j||^2 + 1)          # "+ 1": the bias, a column of W fed by a constant 1
+
+    or ``h (B, T, d)`` and ``zbar (B, T, p)`` when the weights are shared over ``T`` positions, where
+    the gradient is ``sum_t zbar_t h_t^T`` and two forms are available (``eq-pex-gram``):
+
+    * ``method="gram"``: ``sum_{t,s} (zbar_t . zbar_s)(h_t . h_s + 1)``, cost ``O(B T^2 (d + p))``;
+    * ``method="outer"``: materialise ``sum_t zbar_t h_t^T`` per example, cost ``O(B T d p)``;
+    * ``method="auto"`` (default) picks the cheaper one: Gram when ``T (d + p) <= d p``.
+
+    ``weight`` / ``bias`` say which of the two parameters are trainable (counted). Returns a
+    ``(B,)`` tensor (clamped at 0: the Gram form can round to a tiny negative number).
+
+    >>> h, zbar = torch.tensor([[3.0, 4.0]]), torch.tensor([[1.0, 2.0, 2.0]])
+    >>> layer_sq_norms(h, zbar, bias=False)            # 3^2 * 5^2
+    tensor([225.])
+    """
+    if not isinstance(h, torch.Tensor):
+        raise TypeError(f"h must be a torch.Tensor, got {type(h).__name__}")
+    if not isinstance(zbar, torch.Tensor):
+        raise TypeError(f"zbar must be a torch.Tensor, got {type(zbar).__name__}")
+    if h.ndim not in (2, 3):
+        raise ValueError(f"h must have shape (B, d) or (B, T, d), got {tuple(h.shape)}")
+    if zbar.ndim != h.ndim or zbar.shape[:-1] != h.shape[:-1]:
+        raise ValueError(f"zbar must have shape {tuple(h.shape[:-1]) + ('p',)} to match h {tuple(h.shape)}, "
+                         f"got {tuple(zbar.shape)}")
+    if not isinstance(weight, bool) or not isinstance(bias, bool):
+        raise TypeError("weight and bias must be bools")
+    if not (weight or bias):
+        raise ValueError("at least one of weight and bias must be True")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    h, zbar = h.detach(), zbar.detach()
+    if h.ndim == 2:                                             # eq-pex-trick (notes eq 10)
+        h_sq = (h * h).sum(dim=1) if weight else torch.zeros_like(h[:, 0])
+        return (zbar * zbar).sum(dim=1) * (h_sq + (1.0 if bias else 0.0))
+    t, d, p = h.shape[1], h.shape[2] + int(bias), zbar.shape[2]
+    if method == "auto":
+        method = "gram" if t * (d + p) <= d * p else "outer"
+    if method == "gram":                                        # eq-pex-gram
+        gz = zbar @ zbar.transpose(1, 2)                        # (B, T, T): zbar_t . zbar_s
+        gh = h @ h.transpose(1, 2) if weight else torch.zeros_like(gz)
+        if bias:
+            gh = gh + 1.0
+        return (gz * gh).sum(dim=(1, 2)).clamp_min(0.0)
+    total = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
+    if weight:
+        g = zbar.transpose(1, 2) @ h                            # (B, p, d): sum_t zbar_t h_t^T
+        total = total + (g * g).sum(dim=(1, 2))
+    if bias:
+        gb = zbar.sum(dim=1)                                    # (B, p): sum_t zbar_t
+        total = total + (gb * gb).sum(dim=1)
+    return total
+
+
+def _as_sequence(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(B, d) -> (B, d)``; ``(B, ..., d) -> (B, T, d)`` with the middle axes flattened into T."""
+    if t.ndim == 2:
+        return t
+    return t.reshape(batch, -1, t.shape[-1])
+
+
+def _combine(calls: list[tuple[torch.Tensor, torch.Tensor]], layer: nn.Linear, name: str) -> torch.Tensor:
+    """Squared norms of one layer from its (h, zbar) pairs, one pair per call in the forward pass."""
+    if any(h.ndim == 1 for h, _ in calls):
+        raise ValueError(f"layer {name!r} was called on an unbatched 1-D input; inputs must be (B, ..., d)")
+    batch = calls[0][0].shape[0]
+    if any(h.shape[0] != batch for h, _ in calls):
+        raise ValueError(f"layer {name!r} was called on batches of different sizes "
+                         f"{[h.shape[0] for h, _ in calls]}; one batch per forward pass")
+    weight, bias = layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
+    if len(calls) == 1:
+        h, zbar = calls[0]
+        return layer_sq_norms(_as_sequence(h, batch), _as_sequence(zbar, batch), weight=weight, bias=bias)
+    # a layer used several times shares its weights over the calls: stack the calls as positions
+    hs = [h.reshape(batch, -1, h.shape[-1]) for h, _ in calls]
+    zs = [z.reshape(batch, -1, z.shape[-1]) for _, z in calls]
+    return layer_sq_norms(torch.cat(hs, dim=1), torch.cat(zs, dim=1), weight=weight, bias=bias)
+
+
+def _finish(sq: torch.Tensor, per_layer: bool) -> torch.Tensor:
+    """``(B, n_layers)`` squared norms -> norms per layer, or total norm ``sqrt(sum over layers)``."""
+    if per_layer:
+        return sq.sqrt()
+    return sq.sum(dim=1).sqrt()
+
+
+def _check_losses(losses, batch: int) -> torch.Tensor:
+    if not isinstance(losses, torch.Tensor):
+        raise TypeError(f"loss_fn must return a torch.Tensor of per-example losses, got {type(losses).__name__}")
+    if losses.ndim == 0:
+        raise ValueError("loss_fn returned a scalar; it must return per-example losses of shape (B,) "
+                         "(e.g. F.cross_entropy(..., reduction='none'))")
+    if tuple(losses.shape) != (batch,):
+        raise ValueError(f"loss_fn must return per-example losses of shape (B,) = ({batch},), "
+                         f"got {tuple(losses.shape)}")
+    return losses
+
+
+def _check_batch(x, y) -> int:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must have a batch dimension B >= 1 first, got shape {tuple(x.shape)}")
+    if isinstance(y, torch.Tensor) and (y.ndim < 1 or y.shape[0] != x.shape[0]):
+        raise ValueError(f"y must hold one target per example of x (B = {x.shape[0]}), got shape {tuple(y.shape)}")
+    return int(x.shape[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole model
+# ----------------------------------------------------------------------------------------------
+
+def per_example_grad_norms(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                           x: torch.Tensor, y: torch.Tensor, per_layer: bool = False) -> torch.Tensor:
+    """Norms ``||dL^(j)/dtheta||`` of every example's gradient, from one forward and one backward pass.
+
+    ``loss_fn(output, y)`` must return the per-example losses ``L^(j)``, shape ``(B,)`` (a scalar is
+    rejected: the per-example information is gone). ``theta`` is every trainable parameter of the
+    model's ``nn.Linear`` layers (:func:`trainable_linear_layers`; any other trainable layer raises
+    ``ValueError`` naming it). Per layer, notes eq 10 (``eq-pex-trick``), or the Gram form
+    ``eq-pex-gram`` when a layer sees ``(B, T, d)`` inputs or is called more than once; the total is
+    ``sqrt`` of the sum over layers (``eq-pex-total``).
+
+    Returns ``(B,)``, or ``(B, n_layers)`` with ``per_layer=True`` (columns in the order of
+    :func:`trainable_linear_layers`). Detached; the parameters' ``.grad`` are left untouched.
+    A trainable linear layer that ``model(x)`` does not use, or whose output does not reach the
+    loss, raises ``RuntimeError`` (freeze it to exclude it).
+
+    >>> from utils.models import mlp
+    >>> import torch.nn.functional as F
+    >>> model = mlp([4, 3, 2])
+    >>> per_example_grad_norms(model, lambda o, t: F.cross_entropy(o, t, reduction="none"),
+    ...                        torch.randn(5, 4), torch.zeros(5, dtype=torch.long)).shape
+    torch.Size([5])
+    """
+    layers = trainable_linear_layers(model)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(output, y), got {type(loss_fn).__name__}")
+    if not isinstance(per_layer, bool):
+        raise TypeError(f"per_layer must be a bool, got {type(per_layer).__name__}")
+    batch = _check_batch(x, y)
+    tracker = NormTracker(model, "sum")
+    tracker._attach()
+    params = [p for _, layer in layers for p in layer.parameters(recurse=False) if p.requires_grad]
+    try:
+        with torch.enable_grad():
+            losses = _check_losses(loss_fn(model(x), y), batch)
+            # one ordinary backward pass of C = sum_j L^(j); the hooks on the layer outputs keep
+            # Zbar = dC/dZ. autograd.grad (not backward) leaves the parameters' .grad untouched.
+            torch.autograd.grad(losses.sum(), params, allow_unused=True)
+    finally:
+        tracker._detach()
+    return tracker.norms(per_layer=per_layer)
+
+
+class NormTracker:
+    """Collects ``H`` (forward hooks) and ``Zbar`` (hooks on the layer outputs) during an ordinary step.
+
+    Made by :func:`track_norms`; read the norms with :meth:`norms` after ``backward()``.
+    ``layer_names`` lists the tracked layers (the columns of ``norms(per_layer=True)``).
+    """
+
+    def __init__(self, model: nn.Module, reduction: str = "sum"):
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self._layers = trainable_linear_layers(model)
+        self.reduction = reduction
+        self.layer_names = [name for name, _ in self._layers]
+        self._calls: dict[str, list[list]] = {name: [] for name in self.layer_names}
+        self._handles: list = []
+
+    def _attach(self) -> None:
+        for name, layer in self._layers:
+            self._handles.append(layer.register_forward_hook(self._forward_hook(name)))
+
+    def _detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _forward_hook(self, name: str):
+        def hook(module, inputs, output):
+            if not (torch.is_grad_enabled() and output.requires_grad):
+                return                         # evaluation under no_grad: nothing to track
+            record = [inputs[0].detach(), None]
+            self._calls[name].append(record)
+
+            def grad_hook(grad):
+                record[1] = grad.detach()      # Zbar of this call, in the ordinary backward pass
+
+            output.register_hook(grad_hook)
+        return hook
+
+    def reset(self) -> None:
+        """Forget what was recorded (to reuse one tracker over several steps inside its context)."""
+        for name in self._calls:
+            self._calls[name].clear()
+
+    def norms(self, per_layer: bool = False) -> torch.Tensor:
+        """Per-example gradient norms ``(B,)`` (or ``(B, n_layers)``) of the step that was tracked.
+
+        With ``reduction="mean"`` the backpropagated cost was ``C = (1/B) sum_j L^(j)``, so ``Zbar``
+        is ``1/B`` times that of the sum and the norms are multiplied back by ``B``: the result is
+        always ``||dL^(j)/dtheta||``, as :func:`per_example_grad_norms` returns.
+        """
+        if not isinstance(per_layer, bool):
+            raise TypeError(f"per_layer must be a bool, got {type(per_layer).__name__}")
+        columns, batch = [], None
+        for name, layer in self._layers:
+            records = self._calls[name]
+            if not records:
+                raise RuntimeError(f"layer {name!r} was not called with gradients enabled inside track_norms; "
+                                   "run the forward pass inside the with-block")
+            if any(zbar is None for _, zbar in records):
+                raise RuntimeError(f"the backward pass did not reach layer {name!r}: call loss.backward() "
+                                   "inside the with-block before norms(), and make sure the layer's output "
+                                   "affects the loss")
+            columns.append(_combine([(h, z) for h, z in records], layer, name))
+            batch = records[0][0].shape[0]
+        sq = torch.stack(columns, dim=1)
+        if self.reduction == "mean":
+            sq = sq * float(batch) ** 2
+        return _finish(sq, per_layer)
+
+
+@contextmanager
+def track_norms(model: nn.Module, reduction: str = "sum") -> Iterator[NormTracker]:
+    """Context manager: the ordinary ``loss.backward()`` of a training step also yields per-example norms.
+
+    ``reduction`` says how the backpropagated loss was reduced over the batch, ``"sum"`` (the notes'
+    ``C = sum_j L^(j)``) or ``"mean"`` (PyTorch's default); the norms are those of ``dL^(j)/dtheta``
+    either way. Forward hooks keep ``H``, hooks on the layers' outputs keep ``Zbar``; they are
+    removed when the block exits, and the tracker keeps its records for :meth:`NormTracker.norms`.
+    Eq 10 / ``eq-pex-trick`` per layer, ``eq-pex-gram`` for shared weights.
+
+    >>> from utils.models import mlp
+    >>> import torch.nn.functional as F
+    >>> model = mlp([4, 3, 2])
+    >>> with track_norms(model, reduction="mean") as tracker:
+    ...     loss = F.cross_entropy(model(torch.randn(5, 4)), torch.zeros(5, dtype=torch.long))
+    ...     loss.backward()
+    >>> tracker.norms().shape
+    torch.Size([5])
+    """
+    tracker = NormTracker(model, reduction)
+    tracker._attach()
+    try:
+        yield tracker
+    finally:
+        tracker._detach()
+
+
+# ----------------------------------------------------------------------------------------------
+# the materialised reference
+# ----------------------------------------------------------------------------------------------
+
+def per_example_grads(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                      x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Materialised per-example gradients ``dL^(j)/dtheta`` via ``torch.func.vmap(grad(...))``.
+
+    Returns ``{parameter name: tensor of shape (B, *parameter.shape)}`` for every trainable
+    parameter (of any layer type: this is the reference the trick is checked against, and what the
+    clipping chapter clips). Costs ``B x P`` numbers of memory. ``loss_fn(output, y)`` returns
+    per-example losses ``(B,)``; each example is run as a batch of one. Layers that mix examples
+    (batch norm in training mode) are not per-example and fail inside ``torch.func``.
+
+    >>> from utils.models import mlp
+    >>> import torch.nn.functional as F
+    >>> g = per_example_grads(mlp([4, 3, 2]), lambda o, t: F.cross_entropy(o, t, reduction="none"),
+    ...                       torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+    >>> g["fc1.weight"].shape
+    torch.Size([5, 3, 4])
+    """
+    from torch.func import functional_call, grad, vmap
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(output, y), got {type(loss_fn).__name__}")
+    batch = _check_batch(x, y)
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor with one target per example, got {type(y).__name__}")
+    # check the loss on the real batch first: a scalar loss_fn would vmap into a wrong answer
+    with torch.no_grad():
+        _check_losses(loss_fn(model(x), y), batch)
+    trainable = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    if not trainable:
+        raise ValueError("model has no trainable parameter")
+    frozen = {k: v.detach() for k, v in model.named_parameters() if not v.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def loss_one(params, xi, yi):
+        out = functional_call(model, (params, frozen, buffers), (xi.unsqueeze(0),))
+        return loss_fn(out, yi.unsqueeze(0)).sum()
+
+    return vmap(grad(loss_one), in_dims=(None, 0, 0))(trainable, x, y)
+
+
+def norms_from_grads(grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B,)`` Euclidean norms of materialised per-example gradients (all parameters flattened).
+
+    ``grads`` maps names to tensors of shape ``(B, ...)``, as :func:`per_example_grads` returns.
+
+    >>> norms_from_grads({"w": torch.tensor([[3.0, 0.0], [0.0, 0.0]]), "b": torch.tensor([[4.0], [1.0]])})
+    tensor([5., 1.])
+    """
+    if not isinstance(grads, dict) or not grads:
+        raise ValueError("grads must be a non-empty dict of name -> tensor of shape (B, ...)")
+    batch = None
+    total = None
+    for name, g in grads.items():
+        if not isinstance(g, torch.Tensor) or g.ndim < 1:
+            raise ValueError(f"grads[{name!r}] must be a tensor of shape (B, ...)")
+        if batch is None:
+            batch = g.shape[0]
+        elif g.shape[0] != batch:
+            raise ValueError(f"grads[{name!r}] has batch size {g.shape[0]}, expected {batch}")
+        sq = g.detach().reshape(batch, -1).pow(2).sum(dim=1)
+        total = sq if total is None else total + sq
+    return total.sqrt()
+
+
+# ----------------------------------------------------------------------------------------------
+# explorer panel
+# ----------------------------------------------------------------------------------------------
+
+def plot_norm_snapshot(fig, step: int, snapshots: dict[int, np.ndarray], images: np.ndarray,
+                       labels: np.ndarray, k: int = 6, flipped: np.ndarray | None = None,
+                       image_shape: tuple[int, int] = (8, 8), bins: int = 40) -> None:
+    """Explorer panel: the per-example norm histogram at training ``step`` and its top-``k`` examples.
+
+    ``snapshots`` maps training steps to ``(n,)`` arrays of per-example gradient norms of a fixed set
+    of ``n`` examples (``images (n, prod(image_shape))``, ``labels (n,)``); ``step`` is snapped to the
+    nearest recorded step. ``flipped`` (bool ``(n,)``) marks examples whose label was corrupted:
+    they are drawn in orange in the histogram and their titles are marked.
+    """
+    if not snapshots:
+        raise ValueError("snapshots must be a non-empty dict of step -> norms")
+    steps = np.array(sorted(snapshots))
+    nearest = int(steps[np.argmin(np.abs(steps - step))])
+    norms = np.asarray(snapshots[nearest], dtype=float)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(norms):
+        raise ValueError(f"k must be an int in [1, {len(norms)}], got {k!r}")
+    left, right = fig.subfigures(1, 2, width_ratios=[1.25, 1])
+    ax = left.subplots()
+    all_norms = np.concatenate([np.asarray(v, dtype=float) for v in snapshots.values()])
+    lo, hi = max(all_norms[all_norms > 0].min(), 1e-6), all_norms.max()
+    edges = np.logspace(np.log10(lo), np.log10(hi), bins + 1)
+    clipped = np.clip(norms, lo, hi)
+    if flipped is None:
+        ax.hist(clipped, bins=edges, color=PALETTE[0])
+    else:
+        flipped = np.asarray(flipped, dtype=bool)
+        ax.hist([clipped[~flipped], clipped[flipped]], bins=edges, stacked=True,
+                color=[PALETTE[0], PALETTE[1]], label=["clean label", "flipped label"])
+        ax.legend(fontsize="x-small")
+    ax.set_xscale("log")
+    ax.set_xlabel(r"per-example gradient norm $\|\nabla_\theta L^{(j)}\|$")
+    ax.set_ylabel("number of examples")
+    ax.set_title(f"step {nearest}", fontsize="small")
+    top = np.argsort(-norms)[:k]
+    ncols = math.ceil(k / 2) if k > 1 else 1
+    axes = np.atleast_1d(right.subplots(2 if k > 1 else 1, ncols)).ravel()
+    for a in axes:
+        a.axis("off")
+    for a, idx in zip(axes, top):
+        a.imshow(np.asarray(images[idx]).reshape(image_shape), cmap="gray_r")
+        mark = "*" if flipped is not None and flipped[idx] else ""
+        a.set_title(f"y={int(labels[idx])}{mark}\n{norms[idx]:.2g}", fontsize="x-small")
