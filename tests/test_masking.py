@@ -1,0 +1,259 @@
+"""Tests of utils.masking: the three masking modes against notes eq 3, masks, hooks, the sweep."""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from utils.data import load_digits_tensors
+from utils.masking import (MODES, MaskedLinear, apply_masks, check_mask, count_weights, density_sweep,
+                           explorer_run, gradient_only_mask, layer_masks, magnitude_mask, masked_bias_grad,
+                           masked_weight_grad, masking_hooks, plot_accuracy_vs_density, plot_masking_explorer,
+                           random_mask, sparsified, straight_through, summarize_sweep)
+from utils.models import linear_layers, mlp
+from utils.training import train
+
+F64 = torch.float64
+
+
+def _layer_and_batch(mode, seed=0, b=5, n_in=4, n_out=3, density=0.5):
+    g = torch.Generator().manual_seed(seed)
+    layer = MaskedLinear(n_in, n_out, mode=mode, dtype=F64)
+    layer.set_mask(random_mask((n_out, n_in), density, g, dtype=F64))
+    h = torch.randn(b, n_in, generator=g, dtype=F64)
+    target = torch.randn(b, n_out, generator=g, dtype=F64)
+    return layer, h, target
+
+
+def _grads_and_delta(layer, h, target):
+    z = layer(h)
+    z.retain_grad()
+    loss = 0.5 * ((torch.tanh(z) - target) ** 2).sum()
+    loss.backward()
+    return layer.weight.grad, layer.bias.grad, z.grad
+
+
+# ---------------------------------------------------------------- known values and identities
+
+def test_masked_weight_grad_known_value():
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    delta = torch.tensor([[1.0, 2.0]])
+    h = torch.tensor([[3.0, 4.0]])
+    # eq 2 entry by entry: M_ij delta_i h_j
+    assert masked_weight_grad(mask, delta, h).tolist() == [[3.0, 0.0], [6.0, 8.0]]
+
+
+def test_masked_weight_grad_is_sum_of_per_example_outer_products():
+    g = torch.Generator().manual_seed(1)
+    mask = random_mask((3, 4), 0.5, g, dtype=F64)
+    delta, h = torch.randn(6, 3, generator=g, dtype=F64), torch.randn(6, 4, generator=g, dtype=F64)
+    outer = sum(mask * torch.outer(delta[n], h[n]) for n in range(6))
+    torch.testing.assert_close(masked_weight_grad(mask, delta, h), outer, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_autograd_matches_eq3_in_every_mode(mode):
+    layer, h, target = _layer_and_batch(mode)
+    w_grad, b_grad, delta = _grads_and_delta(layer, h, target)
+    mask = layer.mask if mode in ("weight", "gradient") else torch.ones_like(layer.mask)
+    torch.testing.assert_close(w_grad, masked_weight_grad(mask, delta, h), rtol=0, atol=1e-12)
+    torch.testing.assert_close(b_grad, masked_bias_grad(delta), rtol=0, atol=1e-12)
+
+
+def test_weight_mode_gradient_is_exactly_zero_off_the_mask_and_forward_only_is_not():
+    layer, h, target = _layer_and_batch("weight")
+    w_grad, _, _ = _grads_and_delta(layer, h, target)
+    assert (w_grad[layer.mask == 0] == 0).all()
+    layer.weight.grad = None
+    layer.set_mode("forward_only")
+    w_grad, _, _ = _grads_and_delta(layer, h, target)
+    assert (w_grad[layer.mask == 0] != 0).any()
+
+
+@pytest.mark.parametrize("mode, dense_forward", [("weight", False), ("gradient", True), ("forward_only", False)])
+def test_forward_value_of_each_mode(mode, dense_forward):
+    layer, h, _ = _layer_and_batch(mode)
+    w = layer.weight if dense_forward else layer.mask * layer.weight
+    torch.testing.assert_close(layer(h), h @ w.T + layer.bias, rtol=0, atol=1e-12)
+
+
+def test_straight_through_value_and_identity_jacobian():
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(3, 4, generator=g, dtype=F64)
+    m = random_mask((3, 4), 0.5, g, dtype=F64)
+    assert torch.equal(straight_through(w, m), m * w)
+    jac = torch.autograd.functional.jacobian(lambda x: straight_through(x, m), w)
+    torch.testing.assert_close(jac.reshape(12, 12), torch.eye(12, dtype=F64), rtol=0, atol=0)
+    jac_g = torch.autograd.functional.jacobian(lambda x: gradient_only_mask(x, m), w)
+    torch.testing.assert_close(jac_g.reshape(12, 12), torch.diag(m.flatten()), rtol=0, atol=0)
+    assert torch.equal(gradient_only_mask(w, m), w)
+
+
+@settings(max_examples=25, deadline=None)
+@given(b=st.integers(1, 6), n_in=st.integers(1, 6), n_out=st.integers(1, 6),
+       density=st.floats(0.05, 1.0), seed=st.integers(0, 2**16), mode=st.sampled_from(MODES))
+def test_property_autograd_equals_eq3(b, n_in, n_out, density, seed, mode):
+    layer, h, target = _layer_and_batch(mode, seed=seed, b=b, n_in=n_in, n_out=n_out, density=density)
+    w_grad, _, delta = _grads_and_delta(layer, h, target)
+    mask = torch.ones_like(layer.mask) if mode == "forward_only" else layer.mask
+    torch.testing.assert_close(w_grad, masked_weight_grad(mask, delta, h), rtol=0, atol=1e-10)
+
+
+def test_forward_only_trains_the_same_effective_network_as_weight_masking():
+    data = load_digits_tensors(seed=0, dtype=F64)
+    torch.manual_seed(0)
+    base = mlp([64, 16, 10], dtype=F64)
+    masks = layer_masks(base, 0.3, kind="random", seed=0)
+    nets = {m: apply_masks(copy.deepcopy(base), masks, mode=m) for m in ("weight", "forward_only")}
+    for net in nets.values():
+        train(net, data, steps=30, lr=0.05, seed=0, progress=False)
+    for (_, a), (_, b) in zip(linear_layers(nets["weight"]), linear_layers(nets["forward_only"])):
+        torch.testing.assert_close(a.effective_weight(), b.effective_weight(), rtol=0, atol=1e-12)
+        assert not torch.equal(a.weight, b.weight)  # the hidden weights differ
+
+
+def test_gradient_mode_freezes_pruned_weights_at_their_initial_values():
+    data = load_digits_tensors(seed=0)
+    torch.manual_seed(0)
+    net = mlp([64, 16, 10])
+    masks = layer_masks(net, 0.2, kind="random", seed=1)
+    apply_masks(net, masks, mode="gradient")
+    before = {n: l.weight.detach().clone() for n, l in linear_layers(net)}
+    train(net, data, steps=20, seed=0, progress=False)
+    for name, layer in linear_layers(net):
+        off = masks[name] == 0
+        assert torch.equal(layer.weight[off], before[name][off])
+        assert not torch.equal(layer.weight[~off], before[name][~off])
+
+
+@pytest.mark.parametrize("scheme", ["weight", "gradient"])
+def test_hooks_agree_with_masked_linear(scheme):
+    data = load_digits_tensors(seed=0, dtype=F64)
+    torch.manual_seed(3)
+    base = mlp([64, 12, 10], dtype=F64)
+    masks = layer_masks(base, 0.25, kind="random", seed=4)
+    plain = copy.deepcopy(base)
+    if scheme == "weight":
+        with torch.no_grad():
+            for name, layer in linear_layers(plain):
+                layer.weight.mul_(masks[name])
+    after_backward, after_step = masking_hooks(masks, scheme)
+    train(plain, data, steps=25, seed=0, after_backward=after_backward, after_step=after_step, progress=False)
+    masked = apply_masks(copy.deepcopy(base), masks, mode=scheme)
+    train(masked, data, steps=25, seed=0, progress=False)
+    for (_, a), (_, b) in zip(linear_layers(plain), linear_layers(masked)):
+        torch.testing.assert_close(a.weight, b.effective_weight(), rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- masks, apply_masks, helpers
+
+def test_random_and_magnitude_masks_have_the_requested_density():
+    g = torch.Generator().manual_seed(0)
+    assert int(random_mask((8, 16), 0.25, g).sum()) == 32
+    assert int(random_mask((8, 16), 1e-6, g).sum()) == 1          # never an empty layer
+    w = torch.arange(12.0).reshape(3, 4) - 6
+    m = magnitude_mask(w, 0.25)
+    assert int(m.sum()) == 3 and sorted(w[m == 1].abs().tolist()) == [5.0, 5.0, 6.0]
+
+
+def test_apply_masks_on_an_mlp():
+    torch.manual_seed(0)
+    net = mlp([6, 5, 4, 3])
+    masks = layer_masks(net, 0.5, kind="magnitude")
+    x = torch.randn(7, 6)
+    expected = x
+    for name, layer in linear_layers(net):
+        expected = torch.nn.functional.linear(expected, layer.weight * masks[name], layer.bias)
+        if name != "fc3":
+            expected = torch.relu(expected)
+    apply_masks(net, masks, mode="weight")
+    assert [type(l).__name__ for _, l in linear_layers(net)] == ["MaskedLinear"] * 3
+    torch.testing.assert_close(net(x), expected)
+    apply_masks(net, {"fc2": torch.ones(4, 5)}, mode="gradient")  # already masked: mask and mode updated
+    assert net.fc2.mode == "gradient" and float(net.fc2.mask.mean()) == 1.0 and net.fc1.mode == "weight"
+
+
+def test_count_weights_and_sparsified():
+    torch.manual_seed(0)
+    net = mlp([64, 128, 128, 10])
+    full = count_weights(net)
+    assert full == {"weights": 25856, "biases": 266, "total": 26122}
+    masks = layer_masks(net, 0.05, kind="random", seed=0)
+    sparse = sparsified(net, masks)
+    assert count_weights(sparse)["weights"] == 410 + 819 + 64
+    assert count_weights(net)["weights"] == 25856  # the original is untouched
+
+
+def test_sweep_records_and_summary():
+    data = load_digits_tensors(seed=0)
+    records = density_sweep(data, sizes=[64, 8, 10], densities=[1.0, 0.5], seeds=[0, 1], steps=5,
+                            kinds=("random",), progress=False)
+    assert len(records) == 2 * (3 + 3)
+    summary = summarize_sweep(records)
+    assert set(summary) == {("random", "weight"), ("random", "weight_rescaled"), ("random", "gradient")}
+    assert summary[("random", "gradient")]["density"].tolist() == [1.0, 0.5]
+    assert summary[("random", "gradient")]["n"].tolist() == [2, 2]
+    for r in records:
+        if r["scheme"] != "gradient":
+            assert r["sparse_test_accuracy"] == r["test_accuracy"]
+
+
+def test_plotting_functions_draw():
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    plot_masking_explorer(fig, density=0.3, scheme="forward_only", steps=3)
+    assert len(fig.axes) == 5
+    run = explorer_run(density=0.3, scheme="weight", steps=5)
+    assert (run["grad0"][run["M"] == 0] == 0).all() and run["loss"][-1] < run["loss"][0]
+    records = [dict(seed=s, kind="random", scheme=sc, density=d, test_accuracy=0.5, sparse_test_accuracy=0.4,
+                    weights=1) for s in (0, 1) for sc in ("weight", "gradient") for d in (1.0, 0.1)]
+    fig, ax = plt.subplots()
+    plot_accuracy_vs_density(ax, records)
+    assert ax.get_xscale() == "log"
+
+
+# ---------------------------------------------------------------- invalid input
+
+def test_invalid_masks_raise():
+    layer = MaskedLinear(3, 2)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        layer.set_mask(torch.ones(3, 2))
+    with pytest.raises(ValueError, match="mask must be binary"):
+        layer.set_mask(torch.full((2, 3), 0.5))
+    with pytest.raises(TypeError, match="mask must be a torch.Tensor"):
+        check_mask([[1, 0]], (1, 2))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        MaskedLinear(3, 2, mode="both")
+
+
+def test_invalid_arguments_raise():
+    with pytest.raises(ValueError, match="delta and h"):
+        masked_weight_grad(torch.ones(2, 3), torch.ones(4, 2), torch.ones(5, 3))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        masked_weight_grad(torch.ones(3, 3), torch.ones(4, 2), torch.ones(4, 3))
+    with pytest.raises(ValueError, match="delta must be 2-D"):
+        masked_bias_grad(torch.ones(3))
+    for bad in (0.0, 1.5, -0.1, True):
+        with pytest.raises(ValueError, match="density"):
+            random_mask((2, 2), bad)
+    with pytest.raises(ValueError, match="density"):
+        magnitude_mask(torch.ones(2, 2), 0)
+    with pytest.raises(ValueError, match="kind"):
+        layer_masks(mlp([3, 2]), 0.5, kind="snip")
+    with pytest.raises(ValueError, match="not nn.Linear layers"):
+        apply_masks(mlp([3, 2]), {"fc9": torch.ones(2, 3)})
+    with pytest.raises(ValueError, match=r"masks\['fc1'\] must have shape"):
+        apply_masks(mlp([3, 2]), {"fc1": torch.ones(3, 2)})
+    with pytest.raises(ValueError, match="mode"):
+        apply_masks(mlp([3, 2]), {"fc1": torch.ones(2, 3)}, mode="dense")
+    with pytest.raises(ValueError, match="forward_only"):
+        masking_hooks({}, "forward_only")
+    with pytest.raises(ValueError, match="no prunable layer"):
+        apply_masks(torch.nn.ReLU(), {"fc1": torch.ones(2, 3)})
+    with pytest.raises(ValueError, match="schemes"):
+        density_sweep(load_digits_tensors(), sizes=[64, 10], densities=[0.5], seeds=[0], schemes=("snip",))
+    with pytest.raises(ValueError, match="threads"):
+        density_sweep(load_digits_tensors(), sizes=[64, 10], densities=[0.5], seeds=[0], threads=0)
