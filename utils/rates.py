@@ -315,7 +315,8 @@ def plot_compounding(fig, r: float = 0.05, T: float = 10.0, log10_m: float = 1.0
 
     Left: the account value ``(1 + r/m)^{floor(m t)}`` (a staircase) and ``e^{rt}`` over ``[0, T]``.
     Right: the gap ``e^{rT} - (1 + r/m)^{mT}`` against ``m`` (log-log), its first-order approximation
-    ``r^2 T e^{rT} / (2m)`` (eq-rates-error) and the naive ``(1 + r/m) ** (mT)`` rounding away.
+    ``r^2 T e^{rT} / (2m)`` (eq-rates-error), and the naive ``(1 + r/m) ** (mT)``, whose rounding
+    error grows like ``m T u e^{rT}`` (``u`` the unit roundoff) until ``1 + r/m`` rounds to 1.
     """
     m = 10.0 ** log10_m
     ax_path, ax_err = fig.subplots(1, 2)
@@ -337,6 +338,8 @@ def plot_compounding(fig, r: float = 0.05, T: float = 10.0, log10_m: float = 1.0
     ax_err.loglog(ms, np.maximum(gap, tiny), color=PALETTE[0], label="log1p formula")
     ax_err.loglog(ms, np.maximum(naive, tiny), color=PALETTE[3], lw=0.8, label="naive $(1+r/m)^{mT}$")
     ax_err.loglog(ms, np.maximum(approx, tiny), "--", color=PALETTE[2], label=r"$r^2 T e^{rT}/(2m)$")
+    unit_roundoff = np.finfo(np.float64).eps / 2
+    ax_err.loglog(ms, ms * T * unit_roundoff * exact, ":", color=PALETTE[3], label=r"rounding $mTu\,e^{rT}$")
     ax_err.axvline(m, color=PALETTE[1], lw=0.8)
     ax_err.set_ylim(1e-17, max(10.0 * float(np.max(naive[np.isfinite(naive)])), 1e-10))
     ax_err.set_xlabel("compounding frequency $m$ (per year)")
