@@ -26,6 +26,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from .models import mlp
@@ -449,7 +450,7 @@ def plot_layer_size_law(ax, counts, means: dict[str, list[float]]) -> None:
     ax.loglog(guide, anchor / guide, "--", color="#888888", lw=1, label="slope $-1$")
     ax.set_xlabel("parameters in the layer $N_l$")
     ax.set_ylabel("mean score per parameter")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
 
 
 def draw_cut(ax, sizes, edges, title: str | None = None) -> None:
@@ -514,6 +515,8 @@ def plot_conservation(fig, activation: str = "relu", bias: bool = False, depth: 
     ax_n.plot([-lim, lim], [-lim, lim], ":", color="black", lw=1)
     ax_n.set_xlim(-lim, lim)
     ax_n.set_ylim(-lim, lim)
+    ax_n.xaxis.set_major_locator(MaxNLocator(3))
+    ax_n.yaxis.set_major_locator(MaxNLocator(3))
     ax_n.set_xlabel(r"incoming $S^{\mathrm{in}}_j$")
     ax_n.set_ylabel(r"outgoing $S^{\mathrm{out}}_j$")
     if len(flows) <= 4:
