@@ -387,7 +387,10 @@ def plot_replication(fig, r: float = 0.05, T: float = 5.0, market_price: float =
     value = np.abs(mispricing) * money_market(r, t)
     ax_arb.plot(t, value, color=PALETTE[1])
     ax_arb.axhline(0.0, color="#777777", lw=0.8)
-    side = "sell ZCB, deposit" if mispricing > 0 else ("buy ZCB, borrow" if mispricing < 0 else "no arbitrage")
+    ax_arb.set_ylim(-0.02 * max(float(value[-1]), 0.05), 1.1 * max(float(value[-1]), 0.05))
+    tolerance = 1e-12
+    side = ("sell ZCB, deposit" if mispricing > tolerance else
+            "buy ZCB, borrow" if mispricing < -tolerance else "fair price, no arbitrage")
     ax_arb.set_title(f"{side}: profit at $T$ = {abs(mispricing) * growth_factor(r, T):.4f}", fontsize="small")
     ax_arb.set_xlabel("time $t$ (years)")
     ax_arb.set_ylabel("arbitrage portfolio value")
