@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import default_progress
 from .plotting import PALETTE
 
 __all__ = [
@@ -46,6 +48,9 @@ __all__ = [
     "track_norms",
     "per_example_grads",
     "norms_from_grads",
+    "flip_labels",
+    "NormRun",
+    "train_with_norm_snapshots",
     "plot_norm_snapshot",
 ]
 
@@ -132,10 +137,20 @@ def layer_sq_norms(h: torch.Tensor, zbar: torch.Tensor, *, weight: bool = True, 
         raise ValueError("at least one of weight and bias must be True")
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    h, zbar = h.detach(), zbar.detach()
+    return _layer_sq_norms(h.detach(), zbar.detach(), weight, bias, method)
+
+
+def _sq(t: torch.Tensor) -> torch.Tensor:
+    """Row-wise squared Euclidean norms over the last axis (no temporary the size of ``t``)."""
+    return torch.linalg.vector_norm(t, dim=-1).square()
+
+
+def _layer_sq_norms(h: torch.Tensor, zbar: torch.Tensor, weight: bool, bias: bool, method: str) -> torch.Tensor:
+    """:func:`layer_sq_norms` without the input checks (the hot path of :class:`NormTracker`)."""
     if h.ndim == 2:                                             # eq-pex-trick (notes eq 10)
-        h_sq = (h * h).sum(dim=1) if weight else torch.zeros_like(h[:, 0])
-        return (zbar * zbar).sum(dim=1) * (h_sq + (1.0 if bias else 0.0))
+        if weight:
+            return _sq(zbar) * (_sq(h) + 1.0) if bias else _sq(zbar) * _sq(h)
+        return _sq(zbar)
     t, d, p = h.shape[1], h.shape[2] + int(bias), zbar.shape[2]
     if method == "auto":
         method = "gram" if t * (d + p) <= d * p else "outer"
@@ -150,8 +165,7 @@ def layer_sq_norms(h: torch.Tensor, zbar: torch.Tensor, *, weight: bool = True, 
         g = zbar.transpose(1, 2) @ h                            # (B, p, d): sum_t zbar_t h_t^T
         total = total + (g * g).sum(dim=(1, 2))
     if bias:
-        gb = zbar.sum(dim=1)                                    # (B, p): sum_t zbar_t
-        total = total + (gb * gb).sum(dim=1)
+        total = total + _sq(zbar.sum(dim=1))                    # (B, p): sum_t zbar_t
     return total
 
 
@@ -173,11 +187,11 @@ def _combine(calls: list[tuple[torch.Tensor, torch.Tensor]], layer: nn.Linear, n
     weight, bias = layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
     if len(calls) == 1:
         h, zbar = calls[0]
-        return layer_sq_norms(_as_sequence(h, batch), _as_sequence(zbar, batch), weight=weight, bias=bias)
+        return _layer_sq_norms(_as_sequence(h, batch), _as_sequence(zbar, batch), weight, bias, "auto")
     # a layer used several times shares its weights over the calls: stack the calls as positions
     hs = [h.reshape(batch, -1, h.shape[-1]) for h, _ in calls]
     zs = [z.reshape(batch, -1, z.shape[-1]) for _, z in calls]
-    return layer_sq_norms(torch.cat(hs, dim=1), torch.cat(zs, dim=1), weight=weight, bias=bias)
+    return _layer_sq_norms(torch.cat(hs, dim=1), torch.cat(zs, dim=1), weight, bias, "auto")
 
 
 def _finish(sq: torch.Tensor, per_layer: bool) -> torch.Tensor:
@@ -421,6 +435,96 @@ def norms_from_grads(grads: dict[str, torch.Tensor]) -> torch.Tensor:
         sq = g.detach().reshape(batch, -1).pow(2).sum(dim=1)
         total = sq if total is None else total + sq
     return total.sqrt()
+
+
+# ----------------------------------------------------------------------------------------------
+# what the norms are good for: an experiment
+# ----------------------------------------------------------------------------------------------
+
+def flip_labels(y: torch.Tensor, fraction: float, n_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A copy of ``y`` with ``round(fraction * n)`` labels changed to a different, random class.
+
+    Returns ``(noisy_labels, flipped)`` with ``flipped`` a bool mask ``(n,)``. ``fraction`` in [0, 1).
+
+    >>> noisy, flipped = flip_labels(torch.arange(10) % 3, 0.2, 3)
+    >>> int(flipped.sum()), bool((noisy[flipped] != (torch.arange(10) % 3)[flipped]).all())
+    (2, True)
+    """
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.dtype != torch.int64:
+        raise ValueError("y must be a 1-D int64 tensor of class labels")
+    if not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(y), generator=g)[:round(fraction * len(y))]
+    noisy = y.clone()
+    shift = torch.randint(1, n_classes, (len(idx),), generator=g)
+    noisy[idx] = (y[idx] + shift) % n_classes
+    flipped = torch.zeros(len(y), dtype=torch.bool)
+    flipped[idx] = True
+    return noisy, flipped
+
+
+@dataclass
+class NormRun:
+    """What :func:`train_with_norm_snapshots` recorded."""
+
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)   # step -> (n_probe,) norms
+    step: list[int] = field(default_factory=list)                     # every optimizer step
+    loss: list[float] = field(default_factory=list)                   # minibatch mean loss
+    batch_norm_median: list[float] = field(default_factory=list)      # median per-example norm in the batch
+    batch_norm_max: list[float] = field(default_factory=list)
+
+
+def train_with_norm_snapshots(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 600,
+                              batch_size: int = 64, lr: float = 0.05, momentum: float = 0.9,
+                              snapshot_every: int = 30, probe: torch.Tensor | None = None, seed: int = 0,
+                              progress: bool | None = None) -> NormRun:
+    """Train ``model`` in place (SGD, mean cross-entropy) and watch its per-example gradient norms.
+
+    Every step runs inside :func:`track_norms`, so the ordinary ``loss.backward()`` also gives the
+    per-example norms of the minibatch (their median and max are recorded). At step 0 and every
+    ``snapshot_every`` steps, :func:`per_example_grad_norms` measures the norms of a fixed probe set
+    (``x[probe]``, default all of ``x``). Minibatches come from a generator seeded by ``seed``.
+    """
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("snapshot_every", snapshot_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    _check_batch(x, y)
+    progress = default_progress() if progress is None else progress
+    ce = lambda out, t: nn.functional.cross_entropy(out, t, reduction="none")  # noqa: E731
+    probe = torch.arange(len(x)) if probe is None else probe
+    xp, yp = x[probe], y[probe]
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    g = torch.Generator().manual_seed(seed)
+    run = NormRun()
+    run.snapshots[0] = per_example_grad_norms(model, ce, xp, yp).numpy()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc="training", leave=False)
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(x), (batch_size,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        with track_norms(model, reduction="mean") as tracker:
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+        opt.step()
+        norms = tracker.norms()
+        run.step.append(step)
+        run.loss.append(float(loss.detach()))
+        run.batch_norm_median.append(float(norms.median()))
+        run.batch_norm_max.append(float(norms.max()))
+        if step % snapshot_every == 0 or step == steps:
+            run.snapshots[step] = per_example_grad_norms(model, ce, xp, yp).numpy()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return run
 
 
 # ----------------------------------------------------------------------------------------------
