@@ -267,6 +267,10 @@ def test_invalid_input():
         synaptic_saliency(model, OBJECTIVES["sum"], torch.zeros(3, dtype=F64))
     with pytest.raises(TypeError, match="model"):
         synaptic_saliency("net", OBJECTIVES["sum"], x)
+    with pytest.raises(ValueError, match="x has dtype"):
+        synaptic_saliency(model, OBJECTIVES["sum"], x.float())
+    with pytest.raises(ValueError, match="x has dtype"):
+        input_output_saliency(model, OBJECTIVES["sum"], x.float())
     with pytest.raises(ValueError, match="model"):
         neuron_flows(nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 2)), OBJECTIVES["sum"], x.float())
     with pytest.raises(ValueError, match="model"):

@@ -107,6 +107,12 @@ def _check_input(x) -> None:
         raise ValueError(f"x must be a batch of shape (B, n_in) with B >= 1, got shape {tuple(x.shape)}")
 
 
+def _check_dtype(x: torch.Tensor, param: torch.Tensor) -> None:
+    if x.dtype != param.dtype:
+        raise ValueError(f"x has dtype {x.dtype} but the model's parameters are {param.dtype}; "
+                         f"convert one of them (the conservation checks want float64)")
+
+
 def _scalar(value, what: str = "objective") -> torch.Tensor:
     if not isinstance(value, torch.Tensor) or value.numel() != 1:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -166,6 +172,7 @@ def synaptic_saliency(model: nn.Module, objective: Objective, x: torch.Tensor) -
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("model has no parameter that requires a gradient")
+    _check_dtype(x, named[0][1])
     R = _scalar(objective(model(x)))
     grads = torch.autograd.grad(R, [p for _, p in named], allow_unused=True)
     return {n: (torch.zeros_like(p) if g is None else g * p).detach() for (n, p), g in zip(named, grads)}
@@ -184,6 +191,9 @@ def input_output_saliency(model: nn.Module, objective: Objective, x: torch.Tenso
     _check_model(model)
     _check_objective(objective)
     _check_input(x)
+    params = list(model.parameters())
+    if params:
+        _check_dtype(x, params[0])
     x = x.detach().clone().requires_grad_(True)
     y = model(x)
     R = _scalar(objective(y))
