@@ -177,7 +177,7 @@ def _as_sequence(t: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def _combine(calls: list[tuple[torch.Tensor, torch.Tensor]], layer: nn.Linear, name: str) -> torch.Tensor:
-    """Squared norms of one layer from its (h, zbar) pairs, one pair per call in the forward pass."""
+    """Per-example gradient norms ``(B,)`` of one layer from its (h, zbar) pairs, one per call."""
     if any(h.ndim == 1 for h, _ in calls):
         raise ValueError(f"layer {name!r} was called on an unbatched 1-D input; inputs must be (B, ..., d)")
     batch = calls[0][0].shape[0]
@@ -187,18 +187,24 @@ def _combine(calls: list[tuple[torch.Tensor, torch.Tensor]], layer: nn.Linear, n
     weight, bias = layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
     if len(calls) == 1:
         h, zbar = calls[0]
-        return _layer_sq_norms(_as_sequence(h, batch), _as_sequence(zbar, batch), weight, bias, "auto")
+        if h.ndim == 2:              # eq-pex-trick as a product of norms: few small ops on the hot path
+            z_norm = torch.linalg.vector_norm(zbar, dim=1)
+            if not weight:
+                return z_norm
+            h_norm = torch.linalg.vector_norm(h, dim=1)
+            return z_norm * (torch.hypot(h_norm, torch.ones_like(h_norm)) if bias else h_norm)
+        return _layer_sq_norms(_as_sequence(h, batch), _as_sequence(zbar, batch), weight, bias, "auto").sqrt()
     # a layer used several times shares its weights over the calls: stack the calls as positions
     hs = [h.reshape(batch, -1, h.shape[-1]) for h, _ in calls]
     zs = [z.reshape(batch, -1, z.shape[-1]) for _, z in calls]
-    return _layer_sq_norms(torch.cat(hs, dim=1), torch.cat(zs, dim=1), weight, bias, "auto")
+    return _layer_sq_norms(torch.cat(hs, dim=1), torch.cat(zs, dim=1), weight, bias, "auto").sqrt()
 
 
-def _finish(sq: torch.Tensor, per_layer: bool) -> torch.Tensor:
-    """``(B, n_layers)`` squared norms -> norms per layer, or total norm ``sqrt(sum over layers)``."""
+def _finish(norms: torch.Tensor, per_layer: bool) -> torch.Tensor:
+    """``(B, n_layers)`` norms per layer -> themselves, or the total ``sqrt(sum of squares)`` (eq-pex-total)."""
     if per_layer:
-        return sq.sqrt()
-    return sq.sum(dim=1).sqrt()
+        return norms
+    return torch.linalg.vector_norm(norms, dim=1)
 
 
 def _check_losses(losses, batch: int) -> torch.Tensor:
@@ -334,10 +340,8 @@ class NormTracker:
                                    "affects the loss")
             columns.append(_combine([(h, z) for h, z in records], layer, name))
             batch = records[0][0].shape[0]
-        sq = torch.stack(columns, dim=1)
-        if self.reduction == "mean":
-            sq = sq * float(batch) ** 2
-        return _finish(sq, per_layer)
+        out = _finish(torch.stack(columns, dim=1), per_layer)
+        return out * float(batch) if self.reduction == "mean" else out
 
 
 @contextmanager
