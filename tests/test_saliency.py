@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from utils.saliency import (
     bias_totals,
+    conservation_report,
     cut_edges,
     cut_saliency,
     grasp_scores,
@@ -173,6 +174,22 @@ def test_non_homogeneous_activations_break_theorem_1_by_exactly_the_defect(activ
         assert torch.allclose(flow.gap, defect, rtol=0, atol=1e-10)
     totals = list(layer_totals(synaptic_saliency(model, R, x)).values())
     assert max(totals) - min(totals) > 1e-3
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "identity", "tanh", "softplus"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conservation_report(activation, bias):
+    r = conservation_report(_net([5, 7, 6, 3], activation, bias=bias, seed=7), OBJECTIVES["square"], _batch(5))
+    assert r["defect_error"] < 1e-12
+    homogeneous = activation in ("relu", "leaky_relu", "identity")
+    assert (r["neuron_gap"] < 1e-12) == homogeneous
+    assert (r["layer_spread"] < 1e-12) == (homogeneous and not bias)
+    assert (r["io_gap"] < 1e-12) == (homogeneous and not bias)
+    if bias:
+        assert r["neuron_gap_without_bias"] > 1e-3
+        assert (r["bias_shift_error"] < 1e-12) == homogeneous
+    else:
+        assert math.isnan(r["neuron_gap_without_bias"]) and math.isnan(r["bias_shift_error"])
 
 
 def test_homogeneity_defect_vanishes_for_relu():

@@ -45,6 +45,7 @@ __all__ = [
     "cut_saliency",
     "cut_edges",
     "homogeneity_defect",
+    "conservation_report",
     "magnitude_scores",
     "snip_scores",
     "grasp_scores",
@@ -359,6 +360,46 @@ def homogeneity_defect(model: nn.Module, objective: Objective, x: torch.Tensor) 
         g = torch.zeros_like(h) if g is None else g
         defects.append((g * (dphi * z - h)).sum(dim=0).detach())
     return defects
+
+
+def conservation_report(model: nn.Module, objective: Objective, x: torch.Tensor) -> dict[str, float]:
+    """How far Theorems 1 and 2 are from holding, each measure relative to the size of the scores.
+
+    * ``neuron_gap``: ``max_j |S_in_j - S_out_j| / max_j |S_in_j|`` (``thm-saliency-neuron``);
+    * ``neuron_gap_without_bias``: the same with the bias left out of ``S_in`` (``nan`` without biases);
+    * ``defect_error``: ``max_j |S_in_j - S_out_j - defect_j| / max_j |S_in_j|``, with the defect of
+      :func:`homogeneity_defect` (``eq-saliency-defect``; rounding error for *every* activation);
+    * ``layer_spread``: ``(max - min)`` of the weight-matrix totals over their largest ``|total|``
+      (``thm-saliency-network``);
+    * ``io_gap``: ``|<dR/dx, x> - <dR/dy, y>|`` over the larger of the two;
+    * ``bias_shift_error``: ``max_l |S(W^(l+1)) - S(W^(l)) - S(b^(l))|`` over the largest ``|total|``
+      (``eq-saliency-biasshift``; ``nan`` without biases).
+
+    Homogeneous activations without biases give rounding-level values (about ``1e-15``) everywhere.
+    """
+    scores = synaptic_saliency(model, objective, x)
+    flows = neuron_flows_from_scores(model, scores)
+    scale = max(float(f.incoming.abs().max()) for f in flows) if flows else 1.0
+    scale = scale or 1.0
+    defects = homogeneity_defect(model, objective, x)
+    weights, biases = list(layer_totals(scores).values()), list(bias_totals(scores).values())
+    size = max(abs(t) for t in weights) or 1.0
+    dx, dy = input_output_saliency(model, objective, x)
+    nan = float("nan")
+    report = {
+        "neuron_gap": max((float(f.gap.abs().max()) for f in flows), default=0.0) / scale,
+        "neuron_gap_without_bias": nan,
+        "defect_error": max((float((f.gap - d).abs().max()) for f, d in zip(flows, defects)), default=0.0) / scale,
+        "layer_spread": (max(weights) - min(weights)) / size,
+        "io_gap": abs(dx - dy) / (max(abs(dx), abs(dy)) or 1.0),
+        "bias_shift_error": nan,
+    }
+    if biases:
+        without = [float((f.gap - scores[f"{f.layer}.bias"]).abs().max()) for f in flows if f"{f.layer}.bias" in scores]
+        report["neuron_gap_without_bias"] = max(without, default=0.0) / scale
+        report["bias_shift_error"] = max((abs(weights[l + 1] - weights[l] - biases[l])
+                                          for l in range(min(len(weights) - 1, len(biases)))), default=0.0) / size
+    return report
 
 
 # --------------------------------------------------------------------------------------------------
