@@ -1,0 +1,327 @@
+"""Tests of utils.pruning: scorers, eq. 7, masks, layer collapse, invalid input."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+from utils.models import mlp
+from utils.pruning import (METHODS, canonical_masks, find_critical, global_density, is_collapsed, jaccard,
+                           kaiming_init, layer_density, mask_agreement, max_compression, path_count, prune,
+                           prunable_names, score, select_masks, sweep, critical_compression, synflow_objective,
+                           synflow_score_formula, synflow_scores, zero_biases)
+
+torch.set_num_threads(1)
+
+
+def _net(sizes=(8, 6, 5, 3), bias=True, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return mlp(list(sizes), bias=bias, dtype=dtype)
+
+
+def _batch(n=32, d=8, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+class SmallConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.flatten(1))
+
+
+# ---------------------------------------------------------------------------------------------- eq. 6, eq. 7
+
+def test_synflow_known_values():
+    net = mlp([2, 2, 1], bias=False)
+    with torch.no_grad():
+        net.fc1.weight.fill_(1.0)
+        net.fc2.weight.fill_(-2.0)
+    s = synflow_scores(net)
+    assert torch.equal(s["fc2.weight"], torch.tensor([[4.0, 4.0]], dtype=torch.float64))
+    assert torch.equal(s["fc1.weight"], torch.full((2, 2), 2.0, dtype=torch.float64))
+    assert synflow_objective(net) == 8.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_eq7_autograd_equals_explicit_matrix_products(seed):
+    net = _net((7, 9, 4, 6, 3), bias=False, seed=seed, dtype=torch.float64)
+    auto = synflow_scores(net)
+    formula = synflow_score_formula([net[i].weight for i in range(0, len(net), 2)])
+    for name, f in zip(prunable_names(net), formula):
+        torch.testing.assert_close(auto[name], f, rtol=1e-12, atol=0)
+    # every layer carries the whole flow R_SF (layer-wise conservation)
+    R = synflow_objective(net)
+    for s in auto.values():
+        assert math.isclose(float(s.sum()), R, rel_tol=1e-12)
+
+
+def test_eq7_fails_with_nonzero_biases():
+    net = _net((7, 9, 4, 3), bias=True, seed=0, dtype=torch.float64)
+    auto = synflow_scores(net)
+    formula = synflow_score_formula([net[i].weight for i in range(0, len(net), 2)])
+    # upstream biases add flow into every later layer; the first layer sees none of it
+    torch.testing.assert_close(auto["fc1.weight"], formula[0], rtol=1e-12, atol=0)
+    for name, f in zip(["fc2.weight", "fc3.weight"], formula[1:]):
+        assert (auto[name] > f * (1 + 1e-6)).any() and (auto[name] >= f * (1 - 1e-12)).all()
+    zero_biases(net)
+    auto = synflow_scores(net)
+    for name, f in zip(prunable_names(net), formula):
+        torch.testing.assert_close(auto[name], f, rtol=1e-12, atol=0)
+
+
+def test_path_norm_by_enumerating_paths():
+    net = _net((3, 2, 2), bias=False, seed=3, dtype=torch.float64)
+    A, B = net.fc1.weight.abs(), net.fc2.weight.abs()
+    total = sum(float(B[k, j].detach() * A[j, i].detach()) for i in range(3) for j in range(2) for k in range(2))
+    assert math.isclose(synflow_objective(net), total, rel_tol=1e-12)
+
+
+def test_synflow_leaves_model_unchanged():
+    net = _net()
+    net.train()
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    synflow_scores(net)
+    prune(net, "synflow", 4, iterations=5)
+    assert net.training
+    for n, p in net.named_parameters():
+        assert p.dtype == torch.float32
+        assert torch.equal(p, before[n])
+
+
+def test_synflow_masked_weights_score_zero():
+    net = _net(bias=False)
+    masks = {n: torch.ones_like(p) for n, p in net.named_parameters() if n in prunable_names(net)}
+    masks["fc2.weight"][0, :] = 0
+    s = synflow_scores(net, masks)
+    assert (s["fc2.weight"][0] == 0).all()
+    assert (s["fc3.weight"][:, 0] == 0).all()     # unit 0 of layer 2 carries no flow any more
+
+
+# ---------------------------------------------------------------------------------------------- scorers
+
+@pytest.mark.parametrize("method", METHODS)
+def test_score_shapes_and_dtype(method):
+    net = _net()
+    s = score(net, method, data=_batch())
+    assert list(s) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    for name, p in net.named_parameters():
+        if name in s:
+            assert s[name].shape == p.shape and s[name].dtype == torch.float64
+
+
+def test_magnitude_and_snip_known_values():
+    net = _net()
+    s = score(net, "magnitude")
+    torch.testing.assert_close(s["fc1.weight"], net.fc1.weight.detach().abs().double())
+    x, y = _batch()
+    copy = _net().double()
+    loss = nn.functional.cross_entropy(copy(x.double()), y)
+    (g,) = torch.autograd.grad(loss, [copy.fc2.weight])
+    torch.testing.assert_close(score(net, "snip", data=(x, y))["fc2.weight"], (g * copy.fc2.weight).abs().detach())
+
+
+def test_grasp_is_hessian_gradient_product():
+    net = _net(dtype=torch.float64)
+    x, y = _batch()
+    x = x.double()
+    params = [net.fc1.weight, net.fc2.weight, net.fc3.weight]
+
+    def loss_of(ws):
+        h = torch.relu(x @ ws[0].T + net.fc1.bias)
+        h = torch.relu(h @ ws[1].T + net.fc2.bias)
+        return nn.functional.cross_entropy((h @ ws[2].T + net.fc3.bias) / 200.0, y)
+
+    g = torch.autograd.grad(loss_of(params), params)
+    hg = torch.autograd.functional.hvp(lambda *ws: loss_of(ws), tuple(p.detach() for p in params), g)[1]
+    s = score(net, "grasp", data=(x, y))
+    for name, h, p in zip(prunable_names(net), hg, params):
+        torch.testing.assert_close(s[name], (h * p).detach(), rtol=1e-8, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------- prune contract
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("compression", [1, 3.7, 20])
+def test_prune_density_contract(method, compression):
+    net = _net()
+    masks = prune(net, method, compression, iterations=5, data=_batch())
+    n = sum(m.numel() for m in masks.values())
+    assert list(masks) == prunable_names(net)
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert kept == round(n / compression)
+    for m in masks.values():
+        assert set(m.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_prune_layerwise(method):
+    net = _net()
+    masks = prune(net, method, 4, iterations=3, data=_batch(), scope="layer")
+    for name, m in masks.items():
+        assert int(m.sum()) == max(1, round(m.numel() / 4))
+
+
+def test_prune_conv_net():
+    net = SmallConv()
+    x = torch.randn(8, 1, 6, 6)
+    y = torch.randint(0, 3, (8,))
+    for method in METHODS:
+        masks = prune(net, method, 10, iterations=4, data=(x, y), input_shape=(1, 6, 6))
+        assert list(masks) == ["conv1.weight", "conv2.weight", "fc.weight"]
+        total = sum(m.numel() for m in masks.values())
+        assert sum(int(m.sum()) for m in masks.values()) == round(total / 10)
+        assert isinstance(is_collapsed(masks), bool)
+
+
+@settings(max_examples=25, deadline=None)
+@given(compression=st.floats(min_value=1.0, max_value=93.0), iterations=st.integers(1, 6))
+def test_prune_keeps_exactly_round_n_over_rho(compression, iterations):
+    net = _net()   # 8*6 + 6*5 + 5*3 = 93 weights
+    masks = prune(net, "synflow", compression, iterations=iterations)
+    assert sum(int(m.sum()) for m in masks.values()) == round(93 / compression)
+
+
+def test_select_masks_ties_and_no_revival():
+    s = {"a": torch.zeros(6), "b": torch.tensor([3.0, 0.0])}
+    m = select_masks(s, 0.5)
+    assert sum(int(v.sum()) for v in m.values()) == 4       # a threshold rule "score > 0" would keep 1
+    prev = {"a": torch.tensor([0.0, 1, 1, 1, 1, 1]), "b": torch.tensor([1.0, 1.0])}
+    m = select_masks({"a": torch.tensor([9.0, 0, 0, 0, 0, 0]), "b": torch.tensor([1.0, 1.0])}, 0.5, masks=prev)
+    assert m["a"][0] == 0                                     # a masked weight never comes back
+    assert sum(int(v.sum()) for v in m.values()) == 4
+
+
+def test_global_density_rounding():
+    net = _net()
+    coarse = prune(net, "synflow", 2, iterations=1)
+    assert global_density(coarse) == pytest.approx(46 / 93)     # round(46.5) = 46 (round half to even)
+    fine = prune(net, "synflow", 10, iterations=10)
+    assert global_density(fine) == pytest.approx(9 / 93)
+
+
+# ---------------------------------------------------------------------------------------------- collapse
+
+def test_layer_density_path_count_and_collapse():
+    masks = {"fc1.weight": torch.ones(2, 3), "fc2.weight": torch.tensor([[1.0, 0.0]])}
+    assert layer_density(masks) == {"fc1.weight": 1.0, "fc2.weight": 0.5}
+    assert path_count(masks) == 3.0 and not is_collapsed(masks)
+    empty = {"fc1.weight": torch.ones(2, 3), "fc2.weight": torch.zeros(1, 2)}
+    assert is_collapsed(empty)
+    no_path = {"fc1.weight": torch.tensor([[1.0, 1, 1], [0, 0, 0]]), "fc2.weight": torch.tensor([[0.0, 1.0]])}
+    assert path_count(no_path) == 0.0 and is_collapsed(no_path)
+
+
+def test_max_compression_known_value():
+    assert max_compression(mlp([64, 100, 10])) == 3700.0
+    assert max_compression(mlp([64, 100, 100, 100, 100, 100, 10])) == 7900.0
+
+
+def test_synflow_reaches_rho_max_on_small_net_magnitude_does_not():
+    torch.manual_seed(0)
+    net = kaiming_init(mlp([6, 20, 20, 3]), seed=0)
+    rho_max = max_compression(net)       # (120 + 400 + 60) / 3
+    masks = prune(net, "synflow", rho_max, iterations=100)
+    assert not is_collapsed(masks)
+    assert path_count(masks) >= 1
+    grid = [i / 4 for i in range(0, 12)]
+    assert find_critical(net, "magnitude", grid) < math.log10(rho_max) - 0.2
+
+
+def test_sweep_and_critical_compression():
+    net = kaiming_init(mlp([6, 20, 20, 3]), seed=0)
+    recs = sweep(net, ["magnitude", "synflow"], [0, 1, 2], progress=False)
+    assert len(recs) == 6 and {r["method"] for r in recs} == {"magnitude", "synflow"}
+    crit = critical_compression(recs)
+    assert crit["synflow"] == 2.0
+    rows = [{"method": "m", "log10_compression": c, "collapsed": c >= 1} for c in (0, 1, 2)]
+    assert critical_compression(rows) == {"m": 0}
+    assert math.isnan(critical_compression([{"method": "m", "log10_compression": 0, "collapsed": True}])["m"])
+
+
+def test_canonical_masks_undo_hidden_permutations():
+    g = torch.Generator().manual_seed(0)
+    m1 = (torch.rand(5, 4, generator=g) < 0.6).double()
+    m2 = (torch.rand(3, 5, generator=g) < 0.6).double()
+    perm = torch.randperm(5, generator=g)
+    a = {"fc1.weight": m1, "fc2.weight": m2}
+    b = {"fc1.weight": m1[perm], "fc2.weight": m2[:, perm]}
+    ca, cb = canonical_masks(a), canonical_masks(b)
+    for n in ca:
+        assert torch.equal(ca[n], cb[n])
+    assert mask_agreement(a, b)["jaccard"] == [1.0, 1.0]
+    assert mask_agreement(a, b)["profile_distance"] == 0.0
+    assert jaccard(torch.tensor([1.0, 1, 0]), torch.tensor([1.0, 0, 1])) == pytest.approx(1 / 3)
+
+
+# ---------------------------------------------------------------------------------------------- invalid input
+
+@pytest.mark.parametrize("compression", [0.5, 0.999, -1, float("nan"), float("inf"), 1000])
+def test_bad_compression(compression):
+    with pytest.raises(ValueError, match="compression"):
+        prune(_net(), "magnitude", compression)
+
+
+def test_bad_compression_type():
+    with pytest.raises(TypeError, match="compression"):
+        prune(_net(), "magnitude", "10")
+
+
+def test_bad_method():
+    with pytest.raises(ValueError, match="method"):
+        score(_net(), "obd")
+    with pytest.raises(ValueError, match="method"):
+        prune(_net(), "obd", 2)
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp"])
+def test_data_methods_need_data(method):
+    with pytest.raises(ValueError, match="data"):
+        score(_net(), method)
+    with pytest.raises(ValueError, match="data"):
+        prune(_net(), method, 2)
+    with pytest.raises(TypeError, match="data"):
+        score(_net(), method, data=[1, 2, 3])
+
+
+def test_no_prunable_layer():
+    with pytest.raises(ValueError, match="no prunable layer"):
+        prune(nn.Sequential(nn.ReLU()), "synflow", 2)
+    with pytest.raises(ValueError, match="no prunable layer"):
+        max_compression(nn.Sequential(nn.Tanh()))
+    with pytest.raises(TypeError, match="model"):
+        score("not a model", "magnitude")
+
+
+def test_bad_iterations_schedule_scope_masks_input_shape():
+    net = _net()
+    with pytest.raises(ValueError, match="iterations"):
+        prune(net, "synflow", 2, iterations=0)
+    with pytest.raises(ValueError, match="schedule"):
+        prune(net, "synflow", 2, schedule="cubic")
+    with pytest.raises(ValueError, match="scope"):
+        prune(net, "synflow", 2, scope="neuron")
+    with pytest.raises(ValueError, match="masks"):
+        synflow_scores(net, {"fc1.weight": torch.ones(2, 2)})
+    with pytest.raises(ValueError, match="masks"):
+        synflow_scores(net, {"fc1.weight": torch.full((6, 8), 0.5)})
+    with pytest.raises(ValueError, match="input_shape"):
+        synflow_scores(SmallConv())
+    with pytest.raises(ValueError, match="density"):
+        select_masks({"a": torch.ones(3)}, 0.0)
+
+
+def test_schedules_agree_on_final_density():
+    net = _net()
+    for schedule in ("exponential", "linear"):
+        masks = prune(net, "synflow", 5, iterations=7, schedule=schedule)
+        assert sum(int(m.sum()) for m in masks.values()) == round(93 / 5)
