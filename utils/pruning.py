@@ -72,6 +72,7 @@ __all__ = [
     "mask_agreement",
     "plot_layer_profile",
     "plot_collapse_sweep",
+    "plot_method_layers",
     "plot_accuracy_vs_compression",
     "METHOD_COLORS",
 ]
@@ -352,13 +353,16 @@ def score(model: nn.Module, method: str, data: Data = None, loss_fn: Callable | 
 # masks
 # --------------------------------------------------------------------------------------------------
 
-def select_masks(scores: Masks, density: float, *, masks: Masks | None = None, scope: str = "global") -> Masks:
+def select_masks(scores: Masks, density: float, *, masks: Masks | None = None, scope: str = "global",
+                 ties: str = "exact") -> Masks:
     """Keep the highest scores: exactly ``round(density * N)`` weights globally (``scope="global"``) or
     ``max(1, round(density * N_l))`` in every layer (``scope="layer"``).
 
     Weights already masked by ``masks`` are never kept again. Ties are broken by position (a stable
     sort), so the count is exact even when many scores are equal (e.g. 0): a threshold rule
-    ``score > tau`` would remove every tied weight. Returns float 0/1 masks (float64).
+    ``score > tau`` would remove every tied weight. ``ties="threshold"`` reproduces that rule of the
+    reference implementation instead: ``tau`` is the ``(N - k)``-th smallest score and only scores
+    ``> tau`` are kept (fewer than ``k`` when scores tie at ``tau``). Returns float 0/1 masks (float64).
 
     >>> select_masks({"w": torch.tensor([0.0, 0.0, 0.0, 1.0])}, 0.5)["w"]
     tensor([1., 0., 0., 1.], dtype=torch.float64)
@@ -369,6 +373,8 @@ def select_masks(scores: Masks, density: float, *, masks: Masks | None = None, s
         raise ValueError(f"density must be in (0, 1], got {density!r}")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    if ties not in ("exact", "threshold"):
+        raise ValueError(f"ties must be 'exact' or 'threshold', got {ties!r}")
     flat = []
     for name, s in scores.items():
         s = s.detach().to(torch.float64).flatten()
@@ -381,6 +387,10 @@ def select_masks(scores: Masks, density: float, *, masks: Masks | None = None, s
         flat.append(s)
 
     def keep_top(s: torch.Tensor, k: int) -> torch.Tensor:
+        if ties == "threshold":
+            if k >= s.numel():
+                return torch.ones_like(s)
+            return (s > torch.kthvalue(s, s.numel() - k).values).to(torch.float64)
         # the k-th largest score tau; keep every score > tau and the first (by position) ties at tau
         tau = torch.kthvalue(s, s.numel() - k + 1).values
         keep = (s > tau).to(torch.float64)
@@ -401,7 +411,7 @@ def select_masks(scores: Masks, density: float, *, masks: Masks | None = None, s
 def prune(model: nn.Module, method: str, compression: float, iterations: int = 100,
           schedule: str = "exponential", data: Data = None, loss_fn: Callable | None = None, *,
           scope: str = "global", seed: int = 0, input_shape: tuple[int, ...] | None = None,
-          progress: bool | None = False) -> Masks:
+          ties: str = "exact", progress: bool | None = False) -> Masks:
     """Prune ``model`` to ``1/compression`` of its prunable weights (Algorithm 1, ``alg-synflow-iterative``).
 
     For ``k = 1..iterations``: score the masked network with ``method`` (see :func:`score`), then keep the
@@ -410,7 +420,8 @@ def prune(model: nn.Module, method: str, compression: float, iterations: int = 1
     (``"linear"``). ``iterations=1`` is one-shot pruning. ``scope="global"`` ranks all layers together
     (exactly ``round(N/compression)`` weights kept); ``"layer"`` prunes every layer to the same density.
     Returns ``{param name: float 0/1 mask of the weight's shape}`` (the weight's dtype); the model is
-    not changed (apply the masks with :func:`apply_masks_`).
+    not changed (apply the masks with :func:`apply_masks_`). ``ties`` is passed to :func:`select_masks`
+    (``"threshold"`` reproduces the reference implementation's rule, which over-prunes on ties).
 
     >>> from utils.models import mlp
     >>> masks = prune(mlp([64, 32, 10]), "synflow", compression=10, iterations=20)
@@ -431,6 +442,7 @@ def prune(model: nn.Module, method: str, compression: float, iterations: int = 1
     if method in ("snip", "grasp"):
         _as_batch(data, method)
     scorer = _SynFlow(model, input_shape) if method == "synflow" else None
+    generator = torch.Generator().manual_seed(_check_int(seed, "seed", 0))
     masks: Masks | None = None
     steps = range(1, iterations + 1)
     if default_progress() if progress is None else progress:
@@ -443,9 +455,11 @@ def prune(model: nn.Module, method: str, compression: float, iterations: int = 1
             density = 1.0 - (1.0 - 1.0 / compression) * k / iterations
         if scorer is not None:
             s = scorer(masks)
+        elif method == "random":    # one generator for the whole run: fresh scores at every iteration
+            s = {n: torch.rand(params[n].shape, generator=generator, dtype=torch.float64) for n in names}
         else:
-            s = score(model, method, data, loss_fn, masks=masks, seed=seed + k - 1, input_shape=input_shape)
-        masks = select_masks(s, density, masks=masks, scope=scope)
+            s = score(model, method, data, loss_fn, masks=masks, input_shape=input_shape)
+        masks = select_masks(s, density, masks=masks, scope=scope, ties=ties)
     return {n: masks[n].to(params[n].dtype) for n in names}
 
 
@@ -726,8 +740,10 @@ def plot_layer_profile(fig, method: str = "synflow", log10_compression: float = 
     dens = np.array(r["density"], dtype=float)
     x = np.arange(1, len(dens) + 1)
     floor = 1e-5
-    colors = [METHOD_COLORS.get(method, PALETTE[0]) if d > 0 else "#B00000" for d in dens]
-    ax.bar(x, np.maximum(dens, floor), color=colors, bottom=0)
+    ax.bar(x, np.where(dens > 0, dens, np.nan), color=METHOD_COLORS.get(method, PALETTE[0]))
+    empty = dens == 0
+    if empty.any():   # an empty layer has no bar on a log axis: mark it
+        ax.plot(x[empty], np.full(empty.sum(), floor * 3), "x", color="#B00000", ms=8, mew=2, label="empty layer")
     ax.axhline(10.0 ** -r["log10_compression"], color="#444444", ls="--", lw=1, label="global density $1/\\rho$")
     ax.set_yscale("log")
     ax.set_ylim(floor, 1.5)
@@ -822,3 +838,32 @@ def find_critical(model: nn.Module, method: str, log10_grid: Iterable[float], *,
         else:
             lo = mid
     return grid[lo]
+
+
+def plot_method_layers(ax, records: list[dict], method: str, *, rho_max: float | None = None,
+                       layer_labels: list[str] | None = None) -> None:
+    """Fraction of weights left in each layer (one line per layer, log-log) vs compression for one method
+    of a :func:`sweep`; the first collapsed compression is shaded and ``rho_max`` marked."""
+    rows = sorted((r for r in records if r["method"] == method), key=lambda r: r["log10_compression"])
+    if not rows:
+        raise ValueError(f"no records for method {method!r}")
+    rho = 10.0 ** np.array([r["log10_compression"] for r in rows])
+    dens = np.array([r["density"] for r in rows], dtype=float)
+    floor = 1e-5
+    cmap = __import__("matplotlib").colormaps["viridis"]
+    n_layers = dens.shape[1]
+    for l in range(n_layers):
+        label = layer_labels[l] if layer_labels else f"layer {l + 1}"
+        ax.plot(rho, np.maximum(dens[:, l], floor), color=cmap(l / max(1, n_layers - 1)), lw=1.5, label=label)
+    ax.plot(rho, 1.0 / rho, "k--", lw=1, label="$1/\\rho$")
+    dead = [r["log10_compression"] for r in rows if r["collapsed"]]
+    if dead:
+        ax.axvspan(10.0 ** min(dead), rho[-1], color="#B00000", alpha=0.08, lw=0)
+    if rho_max is not None:
+        ax.axvline(rho_max, color="#444444", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(floor * 0.8, 1.5)
+    ax.set_title(method, fontsize="small")
+    ax.set_xlabel("compression ratio $\\rho$")
+    ax.set_ylabel("fraction of weights left")
