@@ -734,7 +734,8 @@ def _nearest(records: list[dict], method: str, log10_compression: float) -> dict
 def plot_layer_profile(fig, method: str = "synflow", log10_compression: float = 2.0, *, records: list[dict],
                        layer_labels: list[str] | None = None) -> None:
     """Explorer panel: the fraction of weights left in each layer (log scale) for one method and
-    compression, taken from a :func:`sweep` (the nearest compression swept), with a collapse flag."""
+    compression, taken from a :func:`sweep` (the nearest compression swept), with a collapse flag in the
+    title, the global density ``1/rho`` dashed and a red cross for each empty layer."""
     r = _nearest(records, method, log10_compression)
     ax = fig.subplots()
     dens = np.array(r["density"], dtype=float)
@@ -753,7 +754,6 @@ def plot_layer_profile(fig, method: str = "synflow", log10_compression: float = 
     flag = "COLLAPSED" if r["collapsed"] else "connected"
     ax.set_title(f"{method}, $\\rho = 10^{{{r['log10_compression']:.2f}}}$: {flag}",
                  color="#B00000" if r["collapsed"] else "#222222", fontsize="small")
-    ax.legend(loc="lower left", fontsize="x-small")
 
 
 def plot_collapse_sweep(axes, records: list[dict], *, rho_max: float | None = None,
