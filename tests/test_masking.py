@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from utils.data import load_digits_tensors
 from utils.masking import (MODES, MaskedLinear, apply_masks, check_mask, count_weights, density_sweep,
                            explorer_run, gradient_only_mask, layer_masks, magnitude_mask, masked_bias_grad,
-                           masked_weight_grad, masking_hooks, plot_accuracy_vs_density, plot_masking_explorer,
-                           random_mask, sparsified, straight_through, summarize_sweep)
+                           masked_weight_grad, masking_hooks, mean_accuracy, plot_accuracy_vs_density,
+                           plot_masking_explorer, random_mask, sparsified, straight_through, summarize_sweep,
+                           sweep_table)
 from utils.models import linear_layers, mlp
 from utils.training import train
 
@@ -198,6 +199,13 @@ def test_sweep_records_and_summary():
     for r in records:
         if r["scheme"] != "gradient":
             assert r["sparse_test_accuracy"] == r["test_accuracy"]
+    expected = (records[0]["test_accuracy"] + records[6]["test_accuracy"]) / 2   # density 1, seeds 0 and 1
+    assert mean_accuracy(records, "random", "weight", 1.0) == pytest.approx(expected)
+    table = sweep_table(records, "random")
+    assert table.splitlines()[0] == "random mask: test accuracy (%), mean over 2 seeds"
+    assert len(table.splitlines()) == 2 + 2
+    with pytest.raises(ValueError, match="no records"):
+        mean_accuracy(records, "magnitude", "weight", 1.0)
 
 
 def test_plotting_functions_draw():

@@ -58,6 +58,8 @@ __all__ = [
     "SWEEP_SCHEMES",
     "density_sweep",
     "summarize_sweep",
+    "mean_accuracy",
+    "sweep_table",
     "plot_accuracy_vs_density",
     "explorer_run",
     "plot_masking_explorer",
@@ -535,6 +537,36 @@ def summarize_sweep(records: list[dict], key: str = "test_accuracy") -> dict[tup
                                "std": np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals]),
                                "n": np.array([len(v) for v in vals])}
     return out
+
+
+def mean_accuracy(records: list[dict], kind: str, scheme: str, density: float, key: str = "test_accuracy") -> float:
+    """Mean over seeds of ``key`` for one ``(kind, scheme, density)`` of :func:`density_sweep`'s records."""
+    values = [r[key] for r in records if r["kind"] == kind and r["scheme"] == scheme and r["density"] == density]
+    if not values:
+        raise ValueError(f"no records for kind={kind!r}, scheme={scheme!r}, density={density!r}")
+    return float(np.mean(values))
+
+
+def sweep_table(records: list[dict], kind: str = "random") -> str:
+    """A plain-text table of a sweep for one mask ``kind``: accuracy (%) per density and scheme.
+
+    Columns: density, weights used at inference by the weight-masked network (mean over seeds),
+    weight masking, weight masking with rescaled initialisation, gradient masking as trained, and
+    gradient masking evaluated as a sparse network.
+    """
+    rows = [r for r in records if r["kind"] == kind]
+    if not rows:
+        raise ValueError(f"no records for kind={kind!r}")
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"{kind} mask: test accuracy (%), mean over {len(seeds)} seeds",
+             f"{'density':>8} {'weights':>8} | {'weight':>7} {'rescaled':>8} | {'gradient':>8} {'as sparse':>9}"]
+    for d in sorted({r["density"] for r in rows}, reverse=True):
+        weights = np.mean([r["weights"] for r in rows if r["density"] == d and r["scheme"] == "weight"])
+        acc = [100 * mean_accuracy(rows, kind, s, d) if any(r["scheme"] == s for r in rows) else float("nan")
+               for s in SWEEP_SCHEMES]
+        sparse = 100 * mean_accuracy(rows, kind, "gradient", d, "sparse_test_accuracy")
+        lines.append(f"{d:8.2f} {weights:8.0f} | {acc[0]:7.1f} {acc[1]:8.1f} | {acc[2]:8.1f} {sparse:9.1f}")
+    return "\n".join(lines)
 
 
 _SCHEME_STYLE = {
