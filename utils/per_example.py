@@ -302,16 +302,17 @@ class NormTracker:
         self._handles.clear()
 
     def _forward_hook(self, name: str):
+        calls = self._calls[name]
+
         def hook(module, inputs, output):
-            if not (torch.is_grad_enabled() and output.requires_grad):
-                return                         # evaluation under no_grad: nothing to track
-            record = [inputs[0].detach(), None]
-            self._calls[name].append(record)
+            if output.requires_grad and torch.is_grad_enabled():   # skip evaluation under no_grad
+                record = [inputs[0], None]     # H of this call; Zbar arrives in the backward pass
 
-            def grad_hook(grad):
-                record[1] = grad.detach()      # Zbar of this call, in the ordinary backward pass
+                def keep_zbar(grad):
+                    record[1] = grad
 
-            output.register_hook(grad_hook)
+                calls.append(record)
+                output.register_hook(keep_zbar)
         return hook
 
     def reset(self) -> None:
@@ -328,6 +329,10 @@ class NormTracker:
         """
         if not isinstance(per_layer, bool):
             raise TypeError(f"per_layer must be a bool, got {type(per_layer).__name__}")
+        with torch.no_grad():
+            return self._norms(per_layer)
+
+    def _norms(self, per_layer: bool) -> torch.Tensor:
         columns, batch = [], None
         for name, layer in self._layers:
             records = self._calls[name]
@@ -338,10 +343,26 @@ class NormTracker:
                 raise RuntimeError(f"the backward pass did not reach layer {name!r}: call loss.backward() "
                                    "inside the with-block before norms(), and make sure the layer's output "
                                    "affects the loss")
-            columns.append(_combine([(h, z) for h, z in records], layer, name))
-            batch = records[0][0].shape[0]
-        out = _finish(torch.stack(columns, dim=1), per_layer)
-        return out * float(batch) if self.reduction == "mean" else out
+            h, zbar = records[0]
+            if len(records) == 1 and h.ndim == 2 and (batch is None or h.shape[0] == batch):
+                # the common case, eq-pex-trick, in as few tensor operations as possible
+                weight, bias = layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
+                zz = torch.linalg.vector_norm(zbar, dim=1).square()
+                if weight:
+                    hh = torch.linalg.vector_norm(h, dim=1).square()
+                    zz = torch.addcmul(zz, zz, hh) if bias else zz * hh     # ||zbar||^2 (||h||^2 + 1)
+                columns.append(zz)
+            else:
+                columns.append(_combine([(h, z) for h, z in records], layer, name).square())
+            if batch is None:
+                batch = h.shape[0]
+            elif columns[-1].shape[0] != batch:
+                raise ValueError(f"layer {name!r} saw a batch of {columns[-1].shape[0]} examples, "
+                                 f"the layers before it {batch}")
+        sq = torch.stack(columns, dim=1)
+        if self.reduction == "mean":
+            sq = sq * float(batch) ** 2
+        return sq.sqrt() if per_layer else sq.sum(dim=1).sqrt()
 
 
 @contextmanager
