@@ -325,3 +325,32 @@ def test_schedules_agree_on_final_density():
     for schedule in ("exponential", "linear"):
         masks = prune(net, "synflow", 5, iterations=7, schedule=schedule)
         assert sum(int(m.sum()) for m in masks.values()) == round(93 / 5)
+
+
+def test_threshold_rule_over_prunes_on_ties():
+    s = {"a": torch.tensor([0.0, 0.0, 0.0, 0.0, 2.0, 3.0])}
+    assert int(select_masks(s, 4 / 6)["a"].sum()) == 4
+    assert int(select_masks(s, 4 / 6, ties="threshold")["a"].sum()) == 2     # every tied 0 removed
+    with pytest.raises(ValueError, match="ties"):
+        select_masks(s, 0.5, ties="random")
+
+
+def test_plot_functions_draw():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from utils.pruning import plot_accuracy_vs_compression, plot_collapse_sweep, plot_layer_profile, plot_method_layers
+
+    net = kaiming_init(mlp([6, 20, 20, 3]), seed=0)
+    recs = sweep(net, ["magnitude", "synflow"], [0, 1, 2.5], progress=False)
+    fig = plt.figure()
+    plot_layer_profile(fig, "magnitude", 2.5, records=recs)
+    fig, axes = plt.subplots(1, 3)
+    plot_collapse_sweep(axes[:2], recs, rho_max=max_compression(net))
+    plot_method_layers(axes[2], recs, "synflow", rho_max=max_compression(net))
+    fig, ax = plt.subplots()
+    plot_accuracy_vs_compression(ax, [{"method": "m", "log10_compression": c, "seed": s, "test_accuracy": 0.5}
+                                      for c in (0, 1) for s in (0, 1)])
+    plt.close("all")
+    with pytest.raises(ValueError, match="method"):
+        plot_layer_profile(plt.figure(), "snip", 1.0, records=recs)
