@@ -354,3 +354,18 @@ def test_plot_functions_draw():
     plt.close("all")
     with pytest.raises(ValueError, match="method"):
         plot_layer_profile(plt.figure(), "snip", 1.0, records=recs)
+
+
+def test_digits_convnet_prunes_and_synflow_beats_magnitude():
+    from utils.pruning import digits_convnet
+
+    net = digits_convnet(seed=0)
+    assert max_compression(net) == 3442.0
+    x = torch.randn(16, 64)
+    assert net(x).shape == (16, 10)
+    masks = prune(net, "synflow", 100, iterations=20, data=(x, torch.zeros(16, dtype=torch.long)))
+    assert list(masks) == ["1.weight", "3.weight", "5.weight", "8.weight"]
+    assert not is_collapsed(masks)
+    assert is_collapsed(prune(net, "magnitude", 100, iterations=1))
+    with pytest.raises(ValueError, match="channels"):
+        digits_convnet(channels=())
