@@ -338,3 +338,37 @@ def test_plot_norm_snapshot_draws_and_validates():
     with pytest.raises(ValueError, match="snapshots"):
         plot_norm_snapshot(plt.figure(), 0, {}, images, labels)
     plt.close("all")
+
+
+def test_track_norms_rejects_two_batches_of_different_sizes():
+    model = mlp([4, 3, 2], dtype=torch.float64)
+    with track_norms(model) as tracker:
+        loss = ce(model(torch.randn(5, 4, dtype=torch.float64)), torch.zeros(5, dtype=torch.long)).sum()
+        loss = loss + ce(model(torch.randn(3, 4, dtype=torch.float64)), torch.zeros(3, dtype=torch.long)).sum()
+        loss.backward()
+    with pytest.raises(ValueError, match="batches of different sizes"):
+        tracker.norms()
+
+
+def test_track_norms_two_forward_passes_of_one_batch_share_weights():
+    """Two calls on the same batch (e.g. a consistency loss) are weight sharing: the Gram form handles it."""
+    torch.manual_seed(5)
+    model = mlp([4, 3, 2], activation="tanh", dtype=torch.float64)
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 2, (6,))
+
+    def loss_fn(out, t):
+        return ce(out, t)
+
+    class Twice(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, v):
+            return self.inner(v) + self.inner(2.0 * v)
+
+    twice = Twice(model)
+    with track_norms(twice) as tracker:
+        loss_fn(twice(x), y).sum().backward()
+    ref = norms_from_grads(per_example_grads(twice, loss_fn, x, y))
+    assert torch.allclose(tracker.norms(), ref, rtol=1e-10)
