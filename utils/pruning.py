@@ -809,7 +809,6 @@ def plot_collapse_sweep(axes, records: list[dict], *, rho_max: float | None = No
         ax.set_xlabel("compression ratio $\\rho$")
         if rho_max is not None:
             ax.axvline(rho_max, color="#444444", ls=":", lw=1)
-            ax.text(rho_max, ax.get_ylim()[1] if ax.get_yscale() != "log" else 1, "", fontsize="x-small")
     ax_d.set_ylabel("fraction left in the sparsest layer")
     ax_p.set_ylabel("input-output paths (0 drawn at 0.5)")
     ax_d.legend(fontsize="x-small")
@@ -880,7 +879,9 @@ def plot_method_layers(ax, records: list[dict], method: str, *, rho_max: float |
     rho = 10.0 ** np.array([r["log10_compression"] for r in rows])
     dens = np.array([r["density"] for r in rows], dtype=float)
     floor = 1e-5
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
     n_layers = dens.shape[1]
     for l in range(n_layers):
         label = layer_labels[l] if layer_labels else f"layer {l + 1}"
