@@ -392,12 +392,21 @@ def select_masks(scores: Masks, density: float, *, masks: Masks | None = None, s
             if k >= s.numel():
                 return torch.ones_like(s)
             return (s > torch.kthvalue(s, s.numel() - k).values).to(torch.float64)
-        # the k-th largest score tau; keep every score > tau and the first (by position) ties at tau
-        tau = torch.kthvalue(s, s.numel() - k + 1).values
-        keep = (s > tau).to(torch.float64)
-        need = k - int(keep.sum())
+        # rank only the weights still alive (masked ones are -inf), which shrink as pruning proceeds
+        alive = torch.nonzero(s > -math.inf).flatten()
+        keep = torch.zeros_like(s)
+        if k >= alive.numel():        # keep every live weight, then fill up with masked ones by position
+            keep[alive] = 1.0
+            keep[torch.nonzero(s == -math.inf).flatten()[:k - alive.numel()]] = 1.0
+            return keep
+        a = s[alive]
+        # the k-th largest live score tau; keep every score > tau and the first (by position) ties at tau
+        tau = torch.kthvalue(a, a.numel() - k + 1).values
+        above = a > tau
+        keep[alive[above]] = 1.0
+        need = k - int(above.sum())
         if need > 0:
-            keep[torch.nonzero(s == tau).flatten()[:need]] = 1.0
+            keep[alive[torch.nonzero(a == tau).flatten()[:need]]] = 1.0
         return keep
 
     if scope == "global":
