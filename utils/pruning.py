@@ -847,12 +847,14 @@ def plot_accuracy_vs_compression(ax, results: list[dict], *, chance: float | Non
 
 
 def find_critical(model: nn.Module, method: str, log10_grid: Iterable[float], *, data: Data = None,
-                  iterations: int | None = None, seed: int = 0,
+                  iterations: int | None = None, seed: int = 0, scope: str = "global",
                   input_shape: tuple[int, ...] | None = None) -> float:
     """``log10 rho_cr`` of ``method`` on ``log10_grid`` by bisection (about log2(len(grid)) prunings).
 
     Assumes collapse is monotone in the compression (once collapsed, collapsed at every larger
-    compression), which :func:`sweep` lets you check on a full grid. ``method`` may be
+    compression), which :func:`sweep` lets you check on a full grid. ``scope`` is passed to
+    :func:`prune` (with ``"layer"`` every layer keeps at least one weight, so the nominal compression
+    can exceed the achieved one near ``rho_max``). ``method`` may be
     ``"synflow-1shot"``; ``iterations`` defaults to 100 for SynFlow and 1 otherwise. Returns ``nan`` if
     the smallest compression already collapses, the largest if none does (a lower bound).
     """
@@ -864,7 +866,7 @@ def find_critical(model: nn.Module, method: str, log10_grid: Iterable[float], *,
 
     def collapsed(i: int) -> bool:
         return is_collapsed(prune(model, base, 10.0 ** grid[i], iterations=n_iter, data=data, seed=seed,
-                                  input_shape=input_shape))
+                                  scope=scope, input_shape=input_shape))
 
     if collapsed(0):
         return math.nan
