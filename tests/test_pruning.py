@@ -235,6 +235,7 @@ def test_synflow_reaches_rho_max_on_small_net_magnitude_does_not():
     assert path_count(masks) >= 1
     grid = [i / 4 for i in range(0, 12)]
     assert find_critical(net, "magnitude", grid) < math.log10(rho_max) - 0.2
+    assert find_critical(net, "synflow", grid, iterations=20, scope="layer") >= 2.0
 
 
 def test_sweep_and_critical_compression():
