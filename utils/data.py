@@ -210,11 +210,14 @@ def _fetch(name: str, md5: str, cache_dir: Path, mirrors, timeout: float) -> Pat
     raise DataUnavailableError(f"could not fetch {name}: " + "; ".join(errors or ["no mirrors given"]))
 
 
-def load_mnist(cache_dir: str | Path = "data_cache/mnist", seed: int = 0, dtype: torch.dtype = torch.float32,
+_DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "data_cache" / "mnist"
+
+
+def load_mnist(cache_dir: str | Path = _DEFAULT_CACHE, seed: int = 0, dtype: torch.dtype = torch.float32,
                mirrors=MNIST_MIRRORS, files=None, timeout: float = 30.0) -> Split:
     """Full MNIST (60k train, 10k test, 784 pixels in [0, 1]) for ``FULL`` mode.
 
-    Downloads into ``cache_dir`` (once), verifies each file's MD5 against :data:`MNIST_FILES`, and
+    Downloads into ``cache_dir`` (once; by default ``data_cache/mnist`` at the repository root), verifies each file's MD5 against :data:`MNIST_FILES`, and
     parses the IDX format with NumPy. Raises :class:`DataUnavailableError` when offline or when a
     checksum does not match, so a notebook can fall back to :func:`load_digits_tensors`. ``seed`` only
     shuffles the order of the fixed official split.
