@@ -44,6 +44,9 @@ INSPECT = r"""() => {
         hasOwnOutput: !!c.querySelector('.cell_output'),
         figureBelow: cells.slice(i + 1, i + 4).some(d => d.querySelector('.cell_output img')),
     })),
+    figureCellsShowingCode: cells.filter(c => c.querySelector('.cell_output img') && c.querySelector('.cell_input')
+        && !/\bassert\b/.test(c.querySelector('.cell_input').innerText) && !/\bexplorer\(/.test(c.querySelector('.cell_input').innerText)
+        && !c.classList.contains('tag_hide-input')).map(c => c.querySelector('.cell_input').innerText.slice(0, 60)),
     tallTextOutputs: [...article.querySelectorAll('.cell_output .output.text_plain, .cell_output .output.stream, .cell_output .output.text_html')]
         .filter(o => { const s = getComputedStyle(o); const p = o.parentElement ? getComputedStyle(o.parentElement) : s;
                        const scrolls = ['auto', 'scroll'].includes(s.overflowY) || ['auto', 'scroll'].includes(p.overflowY);

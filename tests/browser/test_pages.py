@@ -127,6 +127,12 @@ def test_chapter_starts_with_learning_goals_chapter_page(toc_page, inspected):
         f"{toc_page.docname}: the chapter does not open with its learning goals"
 
 
+def test_figure_plumbing_is_folded_chapter_page(toc_page, inspected):
+    """Code that only draws a figure sits behind a toggle (tag hide-input); checks stay visible."""
+    shown = inspected(toc_page)["figureCellsShowingCode"]
+    assert shown == [], f"{toc_page.docname}: figure-only cells not tagged hide-input: {shown}"
+
+
 def test_front_page_lists_every_chapter(inspected):
     front = PAGES[0]
     links = {(front.html.parent / unquote(urlsplit(h).path)).resolve() for h in inspected(front)["links"]
