@@ -176,6 +176,19 @@ def test_apply_masks_on_an_mlp():
     assert net.fc2.mode == "gradient" and float(net.fc2.mask.mean()) == 1.0 and net.fc1.mode == "weight"
 
 
+def test_apply_masks_takes_the_masks_that_pruning_returns():
+    from utils.pruning import prune
+
+    torch.manual_seed(0)
+    net = mlp([6, 5, 4, 3], bias=False)
+    masks = prune(net, "magnitude", compression=4.0)          # keyed "fc1.weight", ...
+    apply_masks(net, masks, mode="weight")
+    for name, layer in linear_layers(net):
+        assert torch.equal(layer.mask, masks[f"{name}.weight"].to(layer.mask.dtype))
+    with pytest.raises(ValueError, match="fc9"):
+        apply_masks(net, {"fc9.weight": torch.ones(5, 6)})
+
+
 def test_count_weights_and_sparsified():
     torch.manual_seed(0)
     net = mlp([64, 128, 128, 10])

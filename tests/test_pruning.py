@@ -370,3 +370,14 @@ def test_digits_convnet_prunes_and_synflow_beats_magnitude():
     assert is_collapsed(prune(net, "magnitude", 100, iterations=1))
     with pytest.raises(ValueError, match="channels"):
         digits_convnet(channels=())
+
+
+def test_synflow_scores_agree_with_the_saliency_chapter_without_biases():
+    from utils import saliency
+
+    torch.manual_seed(3)
+    net = mlp([7, 9, 4, 3], bias=False, dtype=torch.float64)
+    ours, theirs = synflow_scores(net), saliency.synflow_scores(net)
+    assert set(ours) == set(theirs)
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-12, atol=0)

@@ -247,8 +247,9 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], mode: str = "w
     Each such layer is replaced by a :class:`MaskedLinear` holding a copy of its parameters, the mask
     ``masks[name]`` (shape ``(out, in)``) and ``mode``; a layer that already is a ``MaskedLinear``
     just gets the new mask and mode. Linear layers not named in ``masks`` stay dense. Names are those
-    of :func:`utils.models.linear_layers` (``"fc1"``, ``"fc2"``, ... for :func:`utils.models.mlp`).
-    Returns ``model``. Note: replacing a layer creates new parameter objects, so build the optimizer
+    of :func:`utils.models.linear_layers` (``"fc1"``, ``"fc2"``, ... for :func:`utils.models.mlp`);
+    parameter names such as ``"fc1.weight"``, the keys of the masks :func:`utils.pruning.prune`
+    returns, are accepted too. Returns ``model``. Note: replacing a layer creates new parameter objects, so build the optimizer
     after calling this.
 
     >>> from utils.models import mlp
@@ -260,6 +261,8 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], mode: str = "w
     if not isinstance(masks, dict) or not masks:
         raise ValueError("masks must be a non-empty dict {layer name: 0/1 tensor of the weight's shape}")
     layers = dict(linear_layers(model))
+    masks = {(name[: -len(".weight")] if name.endswith(".weight") and name[: -len(".weight")] in layers else name): mask
+             for name, mask in masks.items()}
     unknown = sorted(set(masks) - set(layers))
     if unknown:
         raise ValueError(f"masks names layers {unknown} that are not nn.Linear layers of the model; "

@@ -264,6 +264,9 @@ def synflow_scores(model: nn.Module, masks: Masks | None = None, *,
     not have) and an all-ones input of shape ``input_shape`` (inferred for a model that starts with
     ``nn.Linear``). The model is left unchanged (weights, dtype and train/eval mode).
 
+    On a network without biases it equals ``utils.saliency.synflow_scores`` (eq. 6 on the weights
+    alone, used for the conservation laws); a test checks that the two agree.
+
     >>> from utils.models import mlp
     >>> net = mlp([2, 2, 1], bias=False)
     >>> _ = net.fc1.weight.data.fill_(1.0); _ = net.fc2.weight.data.fill_(-2.0)

@@ -451,6 +451,11 @@ def synflow_scores(model: nn.Module) -> dict[str, torch.Tensor]:
     Computed on the linear network with weights ``|theta|``; since ``dR_SF/dtheta * theta =
     dR_SF/d|theta| * |theta|``, every score is >= 0. Masked (zeroed) weights score 0.
 
+    This is eq. 6 exactly, weights only, for the conservation checks of this chapter. The pruning
+    chapter's ``utils.pruning.synflow_scores`` computes the same scores on a network without biases,
+    but follows the reference implementation on a biased one (biases add flow) and handles masks
+    and convolutions.
+
     >>> model = saliency_mlp([2, 2, 1])
     >>> _ = model.fc1.weight.data.fill_(1.0); _ = model.fc2.weight.data.fill_(-2.0)
     >>> synflow_scores(model)["fc2.weight"]   # R_SF = 8; each output weight carries half of it

@@ -19,7 +19,7 @@ It prints medians, each method's ratio to ``standard``, whether the targets (tri
 large MLP, <= 1.20x on the small one) are met, and the peak-memory growth (max RSS) of one call of
 each method measured in a fresh subprocess.
 
-Run:  python benchmarks/per_example_bench.py [--rounds 100] [--threads 1] [--quick]
+Run:  python benchmarks/bench_per_example.py [--rounds 100] [--threads 1] [--quick]
 """
 
 from __future__ import annotations
