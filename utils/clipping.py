@@ -205,6 +205,16 @@ def _grad_i_value(grad_i, i: int, x: np.ndarray) -> np.ndarray:
     return g
 
 
+def _check_run(grad_i, x0, m, eta, lr, count_name: str, count):
+    """Validate the arguments shared by :func:`clipped_sgd` and :func:`clipped_igc`."""
+    m = _check_positive("m", m, integer=True)
+    eta, lr = _check_eta(eta), _check_positive("lr", lr)
+    count = int(_check_positive(count_name, count, integer=True)) if count != 0 else 0
+    if not callable(grad_i):
+        raise TypeError("grad_i must be callable as grad_i(i, x)")
+    return m, eta, lr, count, _check_x0(x0)
+
+
 def clipped_sgd(grad_i: Callable[[int, np.ndarray], np.ndarray], x0, m: int, eta: float, lr: float, steps: int,
                 seed: int = 0) -> np.ndarray:
     """Clipped SGD, notes eq 15: ``x_{k+1} = x_k - lr C(grad f_{i_k}(x_k); eta)``, ``i_k`` uniform in ``{0..m-1}``.
@@ -217,12 +227,7 @@ def clipped_sgd(grad_i: Callable[[int, np.ndarray], np.ndarray], x0, m: int, eta
     >>> clipped_sgd(lambda i, x: x - a[i], [5.0], m=2, eta=1.0, lr=0.5, steps=2).ravel().tolist()
     [5.0, 4.5, 4.0]
     """
-    m = _check_positive("m", m, integer=True)
-    eta, lr = _check_eta(eta), _check_positive("lr", lr)
-    steps = int(_check_positive("steps", steps, integer=True)) if steps != 0 else 0
-    if not callable(grad_i):
-        raise TypeError("grad_i must be callable as grad_i(i, x)")
-    x = _check_x0(x0)
+    m, eta, lr, steps, x = _check_run(grad_i, x0, m, eta, lr, "steps", steps)
     rng = np.random.default_rng(seed)
     out = np.empty((steps + 1, x.size))
     out[0] = x
@@ -244,12 +249,7 @@ def clipped_igc(grad_i: Callable[[int, np.ndarray], np.ndarray], x0, m: int, eta
     >>> clipped_igc(lambda i, x: x - a[i], [5.0], m=2, eta=1.0, lr=0.5, epochs=1).ravel().tolist()
     [5.0, 4.0]
     """
-    m = _check_positive("m", m, integer=True)
-    eta, lr = _check_eta(eta), _check_positive("lr", lr)
-    epochs = int(_check_positive("epochs", epochs, integer=True)) if epochs != 0 else 0
-    if not callable(grad_i):
-        raise TypeError("grad_i must be callable as grad_i(i, x)")
-    x = _check_x0(x0)
+    m, eta, lr, epochs, x = _check_run(grad_i, x0, m, eta, lr, "epochs", epochs)
     out = [x.copy()]
     for _ in range(epochs):
         for i in range(m):
