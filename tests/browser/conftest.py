@@ -47,6 +47,11 @@ INSPECT = r"""() => {
     figureCellsShowingCode: cells.filter(c => c.querySelector('.cell_output img') && c.querySelector('.cell_input')
         && !/\bassert\b/.test(c.querySelector('.cell_input').innerText) && !/\bexplorer\(/.test(c.querySelector('.cell_input').innerText)
         && !c.classList.contains('tag_hide-input')).map(c => c.querySelector('.cell_input').innerText.slice(0, 60)),
+    proofBlocks: article.querySelectorAll('div.proof').length,
+    exercises: article.querySelectorAll('div.exercise').length,
+    solutions: article.querySelectorAll('div.solution').length,
+    openSolutions: [...article.querySelectorAll('div.solution')].filter(d => !d.classList.contains('dropdown')
+        || (d.querySelector('.admonition-title ~ *') && d.querySelector('.admonition-title ~ *').offsetHeight > 0)).length,
     tallTextOutputs: [...article.querySelectorAll('.cell_output .output.text_plain, .cell_output .output.stream, .cell_output .output.text_html')]
         .filter(o => { const s = getComputedStyle(o); const p = o.parentElement ? getComputedStyle(o.parentElement) : s;
                        const scrolls = ['auto', 'scroll'].includes(s.overflowY) || ['auto', 'scroll'].includes(p.overflowY);

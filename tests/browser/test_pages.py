@@ -133,6 +133,17 @@ def test_figure_plumbing_is_folded_chapter_page(toc_page, inspected):
     assert shown == [], f"{toc_page.docname}: figure-only cells not tagged hide-input: {shown}"
 
 
+def test_proofs_and_exercises_render_with_collapsed_solutions(toc_page, inspected):
+    source = toc_page.source.read_text()
+    report = inspected(toc_page)
+    if "{prf:" in source:
+        assert report["proofBlocks"] > 0, f"{toc_page.docname}: prf: directives in the source, no proof blocks on the page"
+    n_exercises = source.count("{exercise}")
+    assert report["exercises"] == n_exercises, f"{toc_page.docname}: {n_exercises} exercises in the source, {report['exercises']} on the page"
+    assert report["solutions"] == source.count("{solution}")
+    assert report["openSolutions"] == 0, f"{toc_page.docname}: {report['openSolutions']} solutions are not collapsed"
+
+
 def test_front_page_lists_every_chapter(inspected):
     front = PAGES[0]
     links = {(front.html.parent / unquote(urlsplit(h).path)).resolve() for h in inspected(front)["links"]
