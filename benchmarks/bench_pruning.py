@@ -9,9 +9,9 @@ interleaved rounds on the same machine state:
 * ``floor``: one forward + backward pass of a float64 copy of the model on a single all-ones input,
   which is the autograd work an iteration cannot avoid;
 
-for a LeNet-300-100-sized MLP (784-300-100-10) and a small conv net on 1x28x28 inputs
-(conv 1->16 3x3, conv 16->32 3x3 stride 2, linear 32*12*12 -> 10). It prints medians and the ratio
-prune-iteration / floor. No assertion: the numbers are for the chapter's notes.
+for a LeNet-300-100-sized MLP (784-300-100-10) and the chapter's conv net for the 8x8 digits
+(``utils.pruning.digits_convnet``: three 3x3 convolutions, 8/16/16 channels, then a linear layer).
+It prints medians and the ratio prune-iteration / floor. No assertion: the numbers are for the chapter's notes.
 
 Run:  python benchmarks/bench_pruning.py [--rounds 5] [--threads 1]
 """
@@ -32,20 +32,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from utils.models import mlp  # noqa: E402
-from utils.pruning import prune  # noqa: E402
-
-
-class ConvNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3)
-        self.conv2 = nn.Conv2d(16, 32, 3, stride=2)
-        self.fc = nn.Linear(32 * 12 * 12, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        return self.fc(x.flatten(1))
+from utils.pruning import digits_convnet, prune  # noqa: E402
 
 
 def floor_step(model: nn.Module, input_shape: tuple[int, ...]):
@@ -66,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cases = {"LeNet-300-100 MLP": (mlp([784, 300, 100, 10]), (784,)),
-             "small conv net": (ConvNet(), (1, 28, 28))}
+             "digits conv net": (digits_convnet(seed=0), (64,))}
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds, 100 SynFlow iterations")
     for name, (model, shape) in cases.items():
         n = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
