@@ -1,0 +1,50 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from utils.results import load_results, provenance_text, results_dir, save_results
+
+
+def test_round_trip_with_provenance(tmp_path):
+    data = {"acc": torch.tensor([0.5, 0.25]), "n": np.int64(3), "grid": np.arange(3)}
+    path = save_results("demo", data, command="python bench.py", seeds=[0, 1, 2], root=tmp_path)
+    assert path == tmp_path / "demo.json"
+    record = load_results("demo", root=tmp_path)
+    assert record["data"] == {"acc": [0.5, 0.25], "n": 3, "grid": [0, 1, 2]}
+    assert record["command"] == "python bench.py"
+    assert record["provenance"]["seeds"] == [0, 1, 2]
+    assert record["provenance"]["torch"] == torch.__version__
+    text = provenance_text(record)
+    assert "python bench.py" in text and "demo.json" in text and "[0, 1, 2]" in text
+
+
+@pytest.mark.parametrize("name", ["", "Bad", "a/b", "../x", 3])
+def test_bad_name(name, tmp_path):
+    with pytest.raises(ValueError, match="name"):
+        save_results(name, {}, command="x", root=tmp_path)
+
+
+def test_bad_command_and_data(tmp_path):
+    with pytest.raises(ValueError, match="command"):
+        save_results("x", {}, command=" ", root=tmp_path)
+    with pytest.raises(TypeError, match="data"):
+        save_results("x", [1], command="c", root=tmp_path)
+
+
+def test_missing_and_incomplete_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_results("nope", root=tmp_path)
+    (tmp_path / "old.json").write_text(json.dumps({"data": {}}))
+    with pytest.raises(ValueError, match="command"):
+        load_results("old", root=tmp_path)
+
+
+def test_every_committed_results_file_loads_and_names_its_command():
+    files = sorted(results_dir().glob("*.json"))
+    for path in files:
+        record = load_results(path.stem)
+        assert record["command"].strip(), path
+        assert record["name"] == path.stem, path
