@@ -30,7 +30,7 @@ def test_conventions_page_runs_alone_after_cloning_the_book(tmp_path, monkeypatc
         "import json, utils\nprint(json.dumps({'utils': utils.__file__, 'root': str(BOOK_ROOT)}))"))
     monkeypatch.setenv("BOOK_REPO_URL", str(ROOT))
     monkeypatch.setenv("BOOK_PROGRESS", "0")
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
+    NotebookClient(notebook, timeout=int(os.environ.get("BOOK_CELL_TIMEOUT", 180)), kernel_name="python3",
                    resources={"metadata": {"path": str(workdir)}}).execute()
 
     report = json.loads(notebook.cells[-1].outputs[0]["text"])
