@@ -20,7 +20,7 @@ NBVAL_WORKERS ?= 2
 export BOOK_CELL_TIMEOUT := $(CELL_TIMEOUT)
 
 .PHONY: book test unit notebooks build-strict build-from-nbval browser screenshots chromium env \
-        soak colab-check clean
+        soak colab-check pdf poppler clean
 
 env: $(STAMP)
 
@@ -51,7 +51,7 @@ test:
 	@cat _build/test-times.txt
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests/ --ignore=tests/browser -q -p no:cacheprovider \
+	$(BIN)/python -m pytest tests/ --ignore=tests/browser --ignore=tests/pdf -q -p no:cacheprovider \
 	  -n $(NBVAL_WORKERS)
 
 # nbval executes every notebook (its asserts are the checks) and keeps each executed notebook in
@@ -88,6 +88,22 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "WARNING: could not install chromium: the browser tests will be SKIPPED"
+
+# the whole book as one PDF (_build/pdf/book.pdf): the single-page HTML build printed by Debian's
+# chromium, then checked (tests/pdf). It renders the notebooks the last nbval run executed
+# (`make test` or `make notebooks`); without them the build executes every notebook itself.
+pdf: $(STAMP) chromium poppler
+	$(BIN)/python tests/executed_notebooks.py _build/executed _build/.jupyter_cache
+	$(BIN)/jupyter-book build --builder singlehtml -W -n --keep-going .
+	cd tests/browser && ../../$(BIN)/python book_pdf.py
+	$(BIN)/python -m pytest tests/pdf -q -p no:cacheprovider -rs
+	@echo "PDF book: _build/pdf/book.pdf"
+
+# Debian's poppler-utils (pdftotext, pdfimages) for the PDF checks
+poppler:
+	@command -v pdftotext >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null; } || \
+	  echo "WARNING: could not install poppler-utils: the PDF checks will be SKIPPED"
 
 # not part of `make test`: execute every notebook 20 times headless beside a busy core, count stalls
 soak: $(STAMP)
