@@ -65,14 +65,15 @@ notebooks: $(STAMP)
 # the strict build from a clean execution cache: it executes every notebook itself
 build-strict: $(STAMP)
 	rm -rf _build/.jupyter_cache
-	$(BIN)/jupyter-book build -W -n --keep-going .
+	$(BIN)/jupyter-book build --all -W -n --keep-going .
 	@echo "HTML book: _build/html/index.html"
 
 # the strict build from the notebooks nbval has just executed (a fresh cache holds exactly those;
-# a notebook nbval did not execute is executed by the build)
+# a notebook nbval did not execute is executed by the build). --all re-reads every page, so no page
+# keeps outputs from an earlier run because its own source did not change.
 build-from-nbval: $(STAMP)
 	$(BIN)/python tests/executed_notebooks.py _build/executed _build/.jupyter_cache
-	$(BIN)/jupyter-book build -W -n --keep-going .
+	$(BIN)/jupyter-book build --all -W -n --keep-going .
 	@echo "HTML book: _build/html/index.html"
 
 # the browser suite runs against the freshly built book, offline
@@ -94,7 +95,7 @@ chromium:
 # (`make test` or `make notebooks`); without them the build executes every notebook itself.
 pdf: $(STAMP) chromium poppler
 	$(BIN)/python tests/executed_notebooks.py _build/executed _build/.jupyter_cache
-	$(BIN)/jupyter-book build --builder singlehtml -W -n --keep-going .
+	$(BIN)/jupyter-book build --all --builder singlehtml -W -n --keep-going .
 	cd tests/browser && ../../$(BIN)/python book_pdf.py
 	$(BIN)/python -m pytest tests/pdf -q -p no:cacheprovider -rs
 	@echo "PDF book: _build/pdf/book.pdf"

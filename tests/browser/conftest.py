@@ -45,7 +45,7 @@ INSPECT = r"""() => {
         figureBelow: cells.slice(i + 1, i + 4).some(d => d.querySelector('.cell_output img')),
     })),
     figureCellsShowingCode: cells.filter(c => c.querySelector('.cell_output img') && c.querySelector('.cell_input')
-        && !/\bassert\b/.test(c.querySelector('.cell_input').innerText) && !/\bexplorer\(/.test(c.querySelector('.cell_input').innerText)
+        && !/\bassert\b/.test(c.querySelector('.cell_input').innerText) && !/\b(explorer|animation)\(/.test(c.querySelector('.cell_input').innerText)
         && !c.classList.contains('tag_hide-input')).map(c => c.querySelector('.cell_input').innerText.slice(0, 60)),
     proofBlocks: article.querySelectorAll('div.proof').length,
     exercises: article.querySelectorAll('div.exercise').length,

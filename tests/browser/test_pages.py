@@ -225,3 +225,34 @@ def test_external_links_answer():
         except Exception as exc:  # noqa: BLE001 - any failure is a broken link to report
             bad.append(f"{url}: {exc}")
     assert bad == [], f"broken external links: {bad}"
+
+
+MOVE_PLAYERS = """() => [...document.querySelectorAll('.animation')].map(player => {
+  const img = player.querySelector('img'), slider = player.querySelector('input[type=range]');
+  if (!img || !slider) return {ok: false, why: 'no image or no slider'};
+  const before = img.src;
+  slider.value = slider.max;
+  slider.dispatchEvent(new Event('input', {bubbles: true}));
+  return {ok: img.src !== before, why: 'moving the slider did not change the frame',
+          frames: Number(slider.max) + 1};
+})"""
+
+
+def test_animated_explorers_move_offline(toc_page, light_context):
+    """Every explorer player (utils.widgets.animation) changes its frame when its slider moves."""
+    source = toc_page.source.read_text() if toc_page.is_notebook else ""
+    page, errors = open_page(light_context, toc_page.html.as_uri())
+    players = page.evaluate(MOVE_PLAYERS)
+    page.close()
+    if "animation(" in source:
+        assert players, f"{toc_page.docname}: animation() in the notebook, no player on the page"
+    bad = [p["why"] for p in players if not p["ok"]]
+    assert bad == [] and errors == [], f"{toc_page.docname}: {bad or errors}"
+
+
+def test_page_weight_within_budget(toc_page, inspected):
+    """A chapter page with its images stays under 8 MB (animations embed their frames)."""
+    images = {(toc_page.html.parent / unquote(src)).resolve() for src in inspected(toc_page)["figureSources"]
+              if not src.startswith("data:")}  # embedded frames are counted in the page itself
+    weight = toc_page.html.stat().st_size + sum(p.stat().st_size for p in images if p.is_file())
+    assert weight <= 8 * 2**20, f"{toc_page.docname}: {weight / 2**20:.1f} MB with its images"
