@@ -210,8 +210,9 @@ def coupon_schedule(maturity: float, coupon_rate: float, frequency: int = 2,
 
     Coupons ``principal * coupon_rate / frequency`` fall at ``maturity - k / frequency`` for
     ``k = 0, 1, ...`` while that is > 0 (a schedule built backwards from maturity, the first
-    period possibly short but paying a full coupon, as in Hull's examples); the principal is
-    paid at ``maturity``. A zero-coupon bond (``coupon_rate = 0``) has one cash flow.
+    period possibly short but paying a full coupon, a simplification: a real bond, and QuantLib's
+    ``FixedRateBond``, accrue a short first coupon pro rata); the principal is paid at
+    ``maturity``. A zero-coupon bond (``coupon_rate = 0``) has one cash flow.
 
     >>> coupon_schedule(1.5, 0.08)
     (array([0.5, 1. , 1.5]), array([  4.,   4., 104.]))
@@ -350,10 +351,12 @@ def bootstrap(maturities: ArrayLike, prices: ArrayLike, coupon_rates: ArrayLike,
                                                              interpolation)))) - remaining
 
         lo, hi = -0.5, 0.5
-        while excess(lo) < 0:
-            lo -= 1.0
-        while excess(hi) > 0:
-            hi = 2 * hi + 1.0
+        for _ in range(64):  # the price falls from +inf to 0 as r_i rises: a bracket exists
+            if excess(lo) > 0 and excess(hi) < 0:
+                break
+            lo, hi = (lo - 1.0, hi) if excess(lo) <= 0 else (lo, 2 * hi + 1.0)
+        else:  # pragma: no cover - unreachable for finite input
+            raise ValueError(f"prices[{i}]: no zero rate in [{lo:g}, {hi:g}] reproduces the price")
         zero[i] = brentq(excess, lo, hi, xtol=1e-16, rtol=1e-15, maxiter=200)
     return zero
 
@@ -454,7 +457,8 @@ def _discounting(t: np.ndarray, y: float, kind) -> np.ndarray:
         return np.exp(-y * t)
     if y <= -kind:
         raise ValueError(f"yield_ must be > -m = {-kind} for compounding m = {kind}, got {y!r}")
-    return np.exp(-kind * t * np.log1p(y / kind))
+    with np.errstate(over="ignore"):  # near y = -m the price is +inf, which root finding handles
+        return np.exp(-kind * t * np.log1p(y / kind))
 
 
 def _yield_kind(compounding):
