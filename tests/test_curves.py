@@ -90,7 +90,7 @@ def test_discount_factor_conventions():
     assert discount_factor(0.04, 0.5, 2) == pytest.approx(1 / 1.02, rel=1e-15)  # one period: same
     assert discount_factor(0.04, 2.0, 2) == pytest.approx(1.02 ** -4, rel=1e-14)
     assert discount_factor(0.04, 2.0, "continuous") == pytest.approx(math.exp(-0.08), rel=1e-15)
-    # for tau < 1, simple discounting is below annual compounding (1 + r tau < (1 + r)^tau fails)
+    # for tau < 1, 1 + r tau > (1 + r)^tau: simple interest discounts more than annual compounding
     assert discount_factor(0.04, 0.25, "simple") < discount_factor(0.04, 0.25, 1)
 
 

@@ -62,3 +62,17 @@ def test_explorer_builds_an_interactive_with_the_controls():
     assert [child.description for child in widget.children[:-1]] == ["scale"]
     with pytest.raises(ValueError, match="controls"):
         explorer(_plot, {})
+
+
+def test_glue_figure_glues_under_the_name_and_closes_the_figure(monkeypatch):
+    import matplotlib.pyplot as plt
+    import myst_nb
+
+    from utils.plotting import glue_figure
+
+    calls = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, obj, display=True: calls.append((name, obj, display)))
+    fig = plt.figure()
+    glue_figure("fig-test", fig)
+    assert calls == [("fig-test", fig, True)]
+    assert not plt.fignum_exists(fig.number)

@@ -586,7 +586,8 @@ def plot_bootstrap(fig, p_025: float = 97.5, p_05: float = 94.9, p_1: float = 90
     else:
         _draw_curves(ax_zero, ax_fwd, T, r, interpolation, PALETTE[0], "these prices", dense)
         knots = np.concatenate(([0.0], T))
-        ax_fwd.stairs(100 * forward_rates(T, r), knots, color=PALETTE[1], ls="--", label="node to node")
+        ax_fwd.stairs(100 * forward_rates(T, r), knots, baseline=None, color=PALETTE[1], ls="--",
+                      label="node to node")
     ax_zero.set_xlabel("maturity $T$ (years)")
     ax_zero.set_ylabel("zero rate $r(T)$ (%, cont.)")
     ax_zero.legend(fontsize="x-small")
@@ -621,8 +622,9 @@ def shift_errors(cash_times: ArrayLike, cash_flows: ArrayLike, yield_: float, sh
 
     For each shift ``dy`` (basis points; 1 bp = 1e-4): the exact ``P(y + dy)``, the duration
     approximation ``P (1 - D* dy)`` and the duration-convexity approximation
-    ``P (1 - D* dy + C dy^2 / 2)`` (eq-curves-taylor); returns ``|approx - exact| / exact`` for
-    both under keys ``"first"`` and ``"second"``, and ``"exact"``.
+    ``P (1 - D* dy + C dy^2 / 2)`` (eq-curves-taylor); returns their errors as fractions of
+    today's price, ``|approx - exact| / P(y)`` (the error of the predicted return ``dP / P``), under
+    keys ``"first"`` and ``"second"``, and the exact prices under ``"exact"``.
     """
     t, c = _cash(cash_times, cash_flows)
     dy = _vector(shifts_bp, "shifts_bp") * 1e-4
@@ -632,7 +634,7 @@ def shift_errors(cash_times: ArrayLike, cash_flows: ArrayLike, yield_: float, sh
     exact = np.array([price_from_yield(t, c, yield_ + s, compounding) for s in dy])
     first = P * (1 - d_mod * dy)
     second = first + P * conv * dy**2 / 2
-    return {"exact": exact, "first": np.abs(first - exact) / exact, "second": np.abs(second - exact) / exact}
+    return {"exact": exact, "first": np.abs(first - exact) / P, "second": np.abs(second - exact) / P}
 
 
 def plot_shift_errors(fig, maturity: float = 10.0, coupon_rate: float = 0.05, yield_: float = 0.05,
@@ -667,5 +669,5 @@ def plot_shift_errors(fig, maturity: float = 10.0, coupon_rate: float = 0.05, yi
         ax_err.loglog(shifts, np.maximum(err["second"], 1e-16), style, color=PALETTE[2],
                       label=f"+ convexity, {word}")
     ax_err.set_xlabel("size of the shift $|\\Delta y|$ (basis points)")
-    ax_err.set_ylabel("relative price error")
+    ax_err.set_ylabel("error of $\\Delta P / P$")
     ax_err.legend(fontsize="x-small", ncol=2)
