@@ -97,3 +97,17 @@ def test_animation_rejects_bad_input():
         animation(plot, "a", [1.0, 2.0], fixed={"a": 1})
     with pytest.raises(TypeError, match="plot_fn"):
         animation(None, "a", [1.0, 2.0])
+
+
+def test_glue_figure_glues_under_the_name_and_closes_the_figure(monkeypatch):
+    import matplotlib.pyplot as plt
+    import myst_nb
+
+    from utils.plotting import glue_figure
+
+    calls = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, obj, display=True: calls.append((name, obj, display)))
+    fig = plt.figure()
+    glue_figure("fig-test", fig)
+    assert calls == [("fig-test", fig, True)]
+    assert not plt.fignum_exists(fig.number)
