@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,24 +75,15 @@ def versions(env: Path) -> dict[str, str]:
     return json.loads(done.stdout)
 
 
-def run_one(notebook: Path, timeout: int) -> tuple[bool, float, str]:
+def run_one(notebook: Path, timeout: int) -> dict:
     """Execute ``notebook`` alone in an empty folder (inside the current interpreter's env)."""
-    import nbformat
-    from nbclient import NotebookClient
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from soak_notebooks import execute_once  # one executor: outcome, slowest cell, reply lag
 
     with tempfile.TemporaryDirectory() as tmp:
         content = Path(tmp) / "content"  # like Colab's /content: nothing of the book in it
         content.mkdir()
-        nb = nbformat.read(notebook, as_version=4)
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(content)}})
-        start = time.perf_counter()
-        try:
-            client.execute()
-            return True, time.perf_counter() - start, ""
-        except Exception as err:  # report, do not stop: the next chapter may work
-            lines = [ln for ln in str(err).splitlines() if ln.strip()]
-            return False, time.perf_counter() - start, (lines[-1] if lines else repr(err))[:160]
+        return execute_once(notebook, timeout, cwd=content)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.inside:  # the child: run the notebooks with this interpreter's packages
         results = {}
         for nb in notebooks:
-            ok, seconds, error = run_one(nb, args.timeout)
-            results[nb.name] = {"ok": ok, "seconds": round(seconds, 1), "error": error}
+            r = run_one(nb, args.timeout)
+            results[nb.name] = {"ok": r["outcome"] == "ok", "seconds": round(r["wall"], 1),
+                                "error": r["detail"], "slowest": [r["slowest_cell"],
+                                round(r["slowest_time"], 1)], "lag": round(r["worst_lag"], 2)}
             print(json.dumps({nb.name: results[nb.name]}), flush=True)
         return 0
 
@@ -132,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
           + "".join(f"\n{name:18s} {after[name]}"
                     + ("" if before[name] == after[name] else "  (installed by the setup cell)")
                     for name in REPORTED))
-    print("\nnotebook                          result   seconds")
+    print("\nnotebook                        result  seconds  slowest cell   reply lag")
     for nb in notebooks:
-        r = results.get(nb.name, {"ok": False, "seconds": 0.0, "error": "did not run"})
-        print(f"{nb.name:33s} {'ok' if r['ok'] else 'FAILED':8s} {r['seconds']:7.1f}"
+        r = results.get(nb.name, {"ok": False, "seconds": 0.0, "error": "did not run",
+                                  "slowest": [-1, 0.0], "lag": 0.0})
+        print(f"{nb.name:31s} {'ok' if r['ok'] else 'FAILED':7s} {r['seconds']:8.1f}  "
+              f"{r['slowest'][0]:4d} ({r['slowest'][1]:5.1f} s)  {r['lag']:6.2f} s"
               + ("" if r["ok"] else f"\n    {r['error']}"))
     if done.returncode != 0:
         print(done.stderr[-2000:])

@@ -56,17 +56,18 @@ class _TimedClient(NotebookClient):
         return super().process_message(msg, cell, cell_index)
 
 
-def execute_once(path: Path, cell_timeout: int, lag_limit: float = 5.0) -> dict:
+def execute_once(path: Path, cell_timeout: int, lag_limit: float = 5.0,
+                 cwd: Path | None = None) -> dict:
     """Execute ``path`` once; return its outcome, wall time, slowest cell and worst reply lag.
 
     Outcomes: ``ok``; ``stall`` when the kernel had finished a cell (iopub idle) but its reply
     reached the client only ``lag_limit`` seconds later or never (the ipykernel 7 race);
     ``slow`` when a cell was still running at the timeout (an overloaded machine, not a stall);
-    ``error`` when a cell raised.
+    ``error`` when a cell raised. ``cwd``: the folder to run in (default: the notebook's).
     """
     nb = nbformat.read(path, as_version=4)
     client = _TimedClient(nb, timeout=cell_timeout, kernel_name="python3",
-                          resources={"metadata": {"path": str(path.parent)}})
+                          resources={"metadata": {"path": str(cwd or path.parent)}})
     starts: dict[int, float] = {}
     durations: dict[int, float] = {}
     lags: dict[int, float] = {}
@@ -85,7 +86,10 @@ def execute_once(path: Path, cell_timeout: int, lag_limit: float = 5.0) -> dict:
         client.execute()
     except CellTimeoutError:
         running = max(starts) if starts else -1
-        if running in client.idle_at:
+        # idle before the deadline: the kernel had finished and the reply never came; idle
+        # after it: the cell was still running when the timeout fired
+        deadline = starts.get(running, 0.0) + cell_timeout
+        if client.idle_at.get(running, float("inf")) < deadline - 1.0:
             outcome = "stall"
             detail = f"cell {running}: kernel idle, no reply before the timeout"
         else:

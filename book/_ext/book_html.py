@@ -8,9 +8,15 @@
   visitors under its own name first and falls back to ``html`` only when no extension registered
   any ``singlehtml`` visitor; one does, so sphinx-proof's theorem nodes had none. Every ``html``
   visitor missing for ``singlehtml`` is copied over.
+* ``book/_static/book.css`` (the book's own style: a column wide enough for 80 characters of code)
+  is added to every page.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parent.parent / "_static"
 
 
 def _script_key(script) -> tuple:
@@ -40,7 +46,13 @@ def share_html_visitors(app) -> None:
             single.setdefault(node, visitors)
 
 
+def add_book_css(app, config) -> None:
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
+
+
 def setup(app):
+    app.connect("config-inited", add_book_css)
+    app.add_css_file("book.css")
     app.connect("builder-inited", share_html_visitors)
     app.connect("html-page-context", dedupe_scripts, priority=1)  # before any handler that returns a template and stops the event
     return {"parallel_read_safe": True, "parallel_write_safe": True}
