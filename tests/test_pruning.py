@@ -148,6 +148,62 @@ def test_grasp_is_hessian_gradient_product():
         torch.testing.assert_close(s[name], (h * p).detach(), rtol=1e-8, atol=1e-14)
 
 
+def _grasp_authors_masks(net, x, y, keep_ratio, T=200.0):
+    """The rule of the GraSP authors' code (alecwangcq/GraSP, pruner/GraSP.py), re-implemented: score
+    S = -theta * Hg with logits / T, remove the int(N (1 - keep_ratio)) largest S. (Their code keeps
+    ``S <= accept``, the smallest removed score, which keeps that one weight too; ``<`` keeps exactly
+    the weights it means to.)"""
+    work = copy_module(net).double()
+    ws = [m.weight for m in work.modules() if isinstance(m, nn.Linear)]
+    loss = lambda: nn.functional.cross_entropy(work(x.double()) / T, y)     # noqa: E731
+    g = [t.detach() for t in torch.autograd.grad(loss(), ws)]
+    z = sum((a * b).sum() for a, b in zip(g, torch.autograd.grad(loss(), ws, create_graph=True)))
+    hg = torch.autograd.grad(z, ws)
+    S = [(-w * h).detach() for w, h in zip(ws, hg)]
+    flat = torch.cat([t.flatten() for t in S])
+    n_remove = int(flat.numel() * (1 - keep_ratio))
+    accept = torch.topk(flat, n_remove, sorted=True).values[-1]
+    return [(t < accept).double() for t in S]
+
+
+def copy_module(net):
+    import copy
+
+    return copy.deepcopy(net)
+
+
+def test_grasp_keeps_what_the_grasp_authors_keep_and_the_sign_matters():
+    net = _net((8, 12, 10, 3), seed=1)
+    x, y = _batch(n=48, seed=2)
+    density = 0.3
+    n = sum(p.numel() for n_, p in net.named_parameters() if n_.endswith("weight"))
+    ours = prune(net, "grasp", 1 / density, iterations=1, data=(x, y))
+    # the authors keep N - int(N (1 - d)) weights; with no ties that is round(d N) here
+    assert n - int(n * (1 - density)) == round(density * n)
+    theirs = _grasp_authors_masks(net, x, y, density)
+    for name, t in zip(prunable_names(net), theirs):
+        assert torch.equal(ours[name].double(), t), name
+    # the sign matters here: keeping the largest -(Hg)*theta instead keeps a different set
+    s = score(net, "grasp", data=(x, y))
+    flipped = select_masks({k: -v for k, v in s.items()}, density)
+    overlap = sum(int((ours[k].double() * flipped[k]).sum()) for k in ours)
+    assert overlap < 0.5 * round(density * n)
+
+
+def test_grasp_temperature_changes_the_ranking():
+    from utils.pruning import GRASP_TEMPERATURE, grasp_scores
+
+    net = _net((8, 12, 10, 3), seed=1)
+    data = _batch(n=48, seed=2)
+    hot, cold = grasp_scores(net, data), grasp_scores(net, data, temperature=1.0)
+    assert GRASP_TEMPERATURE == 200.0
+    assert torch.equal(hot["fc1.weight"], score(net, "grasp", data=data)["fc1.weight"])
+    a, b = select_masks(hot, 0.3), select_masks(cold, 0.3)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="temperature"):
+        grasp_scores(net, data, temperature=0.0)
+
+
 # ---------------------------------------------------------------------------------------------- prune contract
 
 @pytest.mark.parametrize("method", METHODS)
@@ -372,12 +428,9 @@ def test_digits_convnet_prunes_and_synflow_beats_magnitude():
         digits_convnet(channels=())
 
 
-def test_synflow_scores_agree_with_the_saliency_chapter_without_biases():
-    from utils import saliency
+def test_each_scorer_is_defined_once_in_utils(repo_root):
+    import re
 
-    torch.manual_seed(3)
-    net = mlp([7, 9, 4, 3], bias=False, dtype=torch.float64)
-    ours, theirs = synflow_scores(net), saliency.synflow_scores(net)
-    assert set(ours) == set(theirs)
-    for name in ours:
-        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-12, atol=0)
+    sources = "\n".join(p.read_text() for p in (repo_root / "utils").rglob("*.py"))
+    for method in METHODS:
+        assert len(re.findall(rf"^def {method}_scores\(", sources, flags=re.M)) == 1, method
