@@ -333,3 +333,55 @@ def test_layer_masks_are_keyed_by_parameter_name():
     masks = layer_masks(mlp([6, 5, 4]), 0.5, kind="random", seed=0)
     assert list(masks) == ["fc1.weight", "fc2.weight"]
     assert [int(m.sum()) for m in masks.values()] == [15, 10]
+
+
+# ---------------------------------------------------------------- the data behind the chapter's table and figure
+
+def _known_records():
+    """Two seeds; every (scheme, density) has its own accuracy so that a swapped column shows."""
+    acc = {  # (scheme, density): (seed 0, seed 1) test accuracy, sparse test accuracy, weights
+        ("weight", 1.0): ((0.90, 0.92), (0.90, 0.92), (1000, 1000)),
+        ("weight_rescaled", 1.0): ((0.90, 0.92), (0.90, 0.92), (1000, 1000)),
+        ("gradient", 1.0): ((0.90, 0.92), (0.90, 0.92), (1000, 1000)),
+        ("weight", 0.1): ((0.50, 0.60), (0.50, 0.60), (100, 102)),
+        ("weight_rescaled", 0.1): ((0.70, 0.72), (0.70, 0.72), (99, 99)),
+        ("gradient", 0.1): ((0.80, 0.84), (0.30, 0.20), (1000, 1000)),
+    }
+    return [dict(seed=s, kind="random", scheme=sc, density=d, test_accuracy=a[s], sparse_test_accuracy=sp[s],
+                 weights=w[s]) for (sc, d), (a, sp, w) in acc.items() for s in (0, 1)]
+
+
+def test_sweep_table_exact_rows():
+    assert sweep_table(_known_records(), "random").splitlines() == [
+        "random mask: test accuracy (%), mean over 2 seeds",
+        " density  weights |  weight rescaled | gradient as sparse",
+        "    1.00     1000 |    91.0     91.0 |     91.0      91.0",
+        "    0.10      101 |    55.0     71.0 |     82.0      25.0",
+    ]
+    with pytest.raises(ValueError, match="no records"):
+        sweep_table(_known_records(), "magnitude")
+
+
+def test_summarize_sweep_and_mean_accuracy_exact_values():
+    summary = summarize_sweep(_known_records())
+    w = summary[("random", "weight")]
+    assert w["density"].tolist() == [1.0, 0.1] and w["n"].tolist() == [2, 2]
+    assert w["mean"] == pytest.approx([0.91, 0.55])
+    assert w["std"] == pytest.approx([0.02 / 2**0.5, 0.1 / 2**0.5])        # sample std (ddof = 1)
+    sparse = summarize_sweep(_known_records(), key="sparse_test_accuracy")[("random", "gradient")]
+    assert sparse["mean"] == pytest.approx([0.91, 0.25])
+    assert mean_accuracy(_known_records(), "random", "gradient", 0.1) == pytest.approx(0.82)
+    assert mean_accuracy(_known_records(), "random", "gradient", 0.1, "sparse_test_accuracy") == pytest.approx(0.25)
+
+
+def test_accuracy_vs_density_plots_the_summary():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plot_accuracy_vs_density(ax, _known_records(), kind="random")
+    curves = {c.get_label(): list(c.lines[0].get_ydata()) for c in ax.containers}
+    assert curves["weight masking"] == pytest.approx([91.0, 55.0])
+    assert curves["weight masking, init rescaled by $1/\\sqrt{d}$"] == pytest.approx([91.0, 71.0])
+    assert curves["gradient masking (dense at test)"] == pytest.approx([91.0, 82.0])
+    assert curves["gradient masking, evaluated sparse"] == pytest.approx([91.0, 25.0])
+    assert list(ax.containers[0].lines[0].get_xdata()) == [1.0, 0.1]

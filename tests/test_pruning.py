@@ -434,3 +434,159 @@ def test_each_scorer_is_defined_once_in_utils(repo_root):
     sources = "\n".join(p.read_text() for p in (repo_root / "utils").rglob("*.py"))
     for method in METHODS:
         assert len(re.findall(rf"^def {method}_scores\(", sources, flags=re.M)) == 1, method
+
+
+# ---------------------------------------------------------------------------------------------- collapse criteria
+
+def _misaligned_net():
+    """2-2-1 without biases: the large first-layer weights feed hidden unit 1, the large second-layer
+    weight leaves hidden unit 0, so magnitude pruning loses every path before it empties a layer."""
+    net = mlp([2, 2, 1], bias=False)
+    with torch.no_grad():
+        net.fc1.weight.copy_(torch.tensor([[0.1, 0.2], [0.9, 0.8]]))
+        net.fc2.weight.copy_(torch.tensor([[2.0, 0.05]]))
+    return net
+
+
+MISALIGNED_GRID = [0.0, 0.1, 0.3, 0.5, 0.75]      # keeps 6, 5, 3, 2, 1 of the 6 weights
+MISALIGNED_RECORDS = [                             # (log10 rho, density per layer, paths, no path left)
+    (0.0, [1.0, 1.0], 4.0, False),
+    (0.1, [1.0, 0.5], 2.0, False),
+    (0.3, [0.5, 0.5], 0.0, True),                  # no path, but no layer is empty
+    (0.5, [0.25, 0.5], 0.0, True),
+    (0.75, [0.0, 0.5], 0.0, True),                 # the first layer is empty
+]
+
+
+def test_collapse_criteria_differ_on_hand_built_masks():
+    no_path = {"fc1.weight": torch.tensor([[0.0, 0.0], [1.0, 1.0]]), "fc2.weight": torch.tensor([[1.0, 0.0]])}
+    empty = {"fc1.weight": torch.zeros(2, 2), "fc2.weight": torch.tensor([[1.0, 0.0]])}
+    alive = {"fc1.weight": torch.tensor([[1.0, 0.0], [0.0, 0.0]]), "fc2.weight": torch.tensor([[1.0, 0.0]])}
+    assert (is_collapsed(no_path, "no-path"), is_collapsed(no_path, "empty-layer")) == (True, False)
+    assert (is_collapsed(empty, "no-path"), is_collapsed(empty, "empty-layer")) == (True, True)
+    assert (is_collapsed(alive, "no-path"), is_collapsed(alive, "empty-layer")) == (False, False)
+    assert is_collapsed(no_path) is True                      # the default is "no-path"
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        is_collapsed(no_path, "empty")
+
+
+def test_sweep_records_exact_rows_on_a_hand_built_net():
+    recs = sweep(_misaligned_net(), ["magnitude"], MISALIGNED_GRID, progress=False)
+    got = [(r["log10_compression"], r["density"], r["paths"], r["collapsed"]) for r in recs]
+    assert got == MISALIGNED_RECORDS
+    assert all(r["method"] == "magnitude" for r in recs)
+    assert critical_compression(recs) == {"magnitude": 0.1}
+    assert critical_compression(recs, "no-path") == {"magnitude": 0.1}
+    assert critical_compression(recs, "empty-layer") == {"magnitude": 0.5}
+    with pytest.raises(ValueError, match="criterion"):
+        critical_compression(recs, "paths")
+    stopped = sweep(_misaligned_net(), ["magnitude"], MISALIGNED_GRID, stop_at_collapse=True, progress=False)
+    assert [r["log10_compression"] for r in stopped] == [0.0, 0.1, 0.3]
+
+
+def test_find_critical_takes_the_criterion():
+    net = _misaligned_net()
+    assert find_critical(net, "magnitude", MISALIGNED_GRID) == 0.1
+    assert find_critical(net, "magnitude", MISALIGNED_GRID, criterion="no-path") == 0.1
+    assert find_critical(net, "magnitude", MISALIGNED_GRID, criterion="empty-layer") == 0.5
+    # layer-wise masking never empties a layer: only "no-path" can see it collapse
+    wide = kaiming_init(mlp([6, 20, 20, 3]), seed=0)
+    grid = [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert find_critical(wide, "random", grid, scope="layer", criterion="empty-layer") == 2.0
+    assert find_critical(wide, "random", grid, scope="layer") < 2.0
+    with pytest.raises(ValueError, match="criterion"):
+        find_critical(net, "magnitude", MISALIGNED_GRID, criterion="layer")
+
+
+def test_critical_compression_rows_and_edge_cases():
+    rows = [{"method": m, "log10_compression": c, "density": d, "collapsed": k}
+            for m, c, d, k in [("a", 2.0, [0.01, 0.0], True), ("a", 1.0, [0.1, 0.1], False),
+                               ("b", 1.0, [0.1, 0.0], True), ("b", 2.0, [0.0, 0.0], True)]]
+    crit = critical_compression(rows, "empty-layer")
+    assert crit["a"] == 1.0 and math.isnan(crit["b"])
+    assert list(critical_compression(rows)) == ["a", "b"]          # in the order methods appear
+    # not monotone (it can happen near rho_max): the first collapse decides, not the last intact point
+    bumpy = [{"method": "c", "log10_compression": c, "density": [0.5], "collapsed": k}
+             for c, k in [(1.0, False), (2.0, True), (3.0, False)]]
+    assert critical_compression(bumpy) == {"c": 1.0}
+    with pytest.raises(ValueError, match="records"):
+        critical_compression([])
+
+
+# ---------------------------------------------------------------------------------------------- the data behind the figures and tables
+
+def test_mask_agreement_exact_values():
+    a = {"fc1.weight": torch.tensor([[1.0, 1, 0], [0, 0, 1]]), "fc2.weight": torch.tensor([[1.0, 0]])}
+    b = {"fc1.weight": torch.tensor([[1.0, 0, 0], [0, 1, 1]]), "fc2.weight": torch.tensor([[1.0, 1]])}
+    raw = mask_agreement(a, b, canonical=False)
+    assert raw == {"jaccard": [0.5, 0.5], "profile_distance": 0.5}          # 2/4 and 1/2; |0.5 - 1.0|
+    swapped = {"fc1.weight": a["fc1.weight"][[1, 0]], "fc2.weight": a["fc2.weight"][:, [1, 0]]}
+    assert mask_agreement(a, swapped, canonical=False) == {"jaccard": [0.0, 0.0], "profile_distance": 0.0}
+    assert mask_agreement(a, swapped) == {"jaccard": [1.0, 1.0], "profile_distance": 0.0}
+    assert mask_agreement(b, a, canonical=False)["jaccard"] == [0.5, 0.5]    # symmetric
+    with pytest.raises(ValueError, match="same parameters"):
+        mask_agreement(a, {"fc1.weight": a["fc1.weight"]})
+
+
+def test_canonical_masks_exact_order():
+    # hidden unit 1 has out-degree 2, unit 0 out-degree 1, unit 2 out-degree 0: sorted 1, 0, 2
+    m1 = torch.tensor([[1.0, 0], [1, 1], [0, 1]])
+    m2 = torch.tensor([[1.0, 1, 0], [0, 1, 0]])
+    c = canonical_masks({"fc1.weight": m1, "fc2.weight": m2})
+    assert c["fc1.weight"].tolist() == [[1, 1], [1, 0], [0, 1]]
+    assert c["fc2.weight"].tolist() == [[1, 1, 0], [1, 0, 0]]
+
+
+def _records():
+    return [{"method": "magnitude", "log10_compression": c, "density": d, "paths": p, "collapsed": k}
+            for c, d, p, k in MISALIGNED_RECORDS]
+
+
+def test_layer_profile_draws_the_nearest_records_densities():
+    import matplotlib.pyplot as plt
+    from utils.pruning import plot_layer_profile
+
+    fig = plt.figure()
+    plot_layer_profile(fig, "magnitude", 0.55, records=_records())     # nearest swept: 0.5
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == [0.25, 0.5]
+    assert "COLLAPSED" in ax.get_title() and "0.50" in ax.get_title()
+    fig = plt.figure()
+    plot_layer_profile(fig, "magnitude", 0.75, records=_records())
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert math.isnan(heights[0]) and heights[1] == 0.5                 # the empty layer has no bar ...
+    crosses = [line for line in ax.lines if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [1]    # ... but a red cross
+
+
+def test_collapse_sweep_and_method_layers_plot_the_records():
+    import matplotlib.pyplot as plt
+    from utils.pruning import plot_collapse_sweep, plot_method_layers
+
+    fig, (ax_d, ax_p, ax_l) = plt.subplots(1, 3)
+    plot_collapse_sweep((ax_d, ax_p), _records())
+    rho = [10.0 ** c for c, *_ in MISALIGNED_RECORDS]
+    assert list(ax_d.lines[0].get_xdata()) == rho
+    assert list(ax_d.lines[0].get_ydata()) == [1.0, 0.5, 0.5, 0.25, 1e-6]   # sparsest layer, 0 drawn at 1e-6
+    assert list(ax_p.lines[0].get_ydata()) == [4.0, 2.0, 0.5, 0.5, 0.5]     # paths, 0 drawn at 0.5
+    assert list(ax_d.lines[1].get_ydata()) == [0.5, 0.25, 1e-6]             # hollow markers: collapsed
+    plot_method_layers(ax_l, _records(), "magnitude")
+    assert list(ax_l.lines[0].get_ydata()) == [1.0, 1.0, 0.5, 0.25, 1e-5]   # layer 1
+    assert list(ax_l.lines[1].get_ydata()) == [1.0, 0.5, 0.5, 0.5, 0.5]     # layer 2
+    assert ax_l.lines[0].get_label() == "layer 1"
+
+
+def test_accuracy_vs_compression_plots_mean_and_band():
+    import matplotlib.pyplot as plt
+    from utils.pruning import plot_accuracy_vs_compression
+
+    results = [{"method": "snip", "log10_compression": c, "seed": s, "test_accuracy": acc}
+               for c, s, acc in [(1.0, 0, 0.9), (1.0, 1, 0.7), (2.0, 0, 0.1), (2.0, 1, 0.3)]]
+    fig, ax = plt.subplots()
+    plot_accuracy_vs_compression(ax, results, chance=None)
+    line = ax.lines[0]
+    assert list(line.get_xdata()) == [10.0, 100.0]
+    assert line.get_ydata() == pytest.approx([80.0, 20.0])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert min(band) == pytest.approx(10.0) and max(band) == pytest.approx(90.0)

@@ -308,3 +308,33 @@ def test_invalid_input():
         import matplotlib.pyplot as plt
 
         plot_conservation(plt.figure(), depth=0)
+
+
+# ---------------------------------------------------------------- the data behind the chapter's tables and figures
+
+
+def test_conservation_report_exact_values_on_a_one_neuron_tanh_chain():
+    # x = 1 -> w1 = 1 -> tanh -> w2 = 2, R = y: S_in = w2 tanh'(1), S_out = w2 tanh(1), no biases
+    model = saliency_mlp([1, 1, 1], "tanh")
+    with torch.no_grad():
+        model.fc1.weight.fill_(1.0)
+        model.fc2.weight.fill_(2.0)
+    r = conservation_report(model, OBJECTIVES["sum"], torch.ones(1, 1, dtype=F64))
+    s_in, s_out = 2 * (1 - math.tanh(1) ** 2), 2 * math.tanh(1)
+    assert r["neuron_gap"] == pytest.approx(abs(s_in - s_out) / s_in, rel=1e-12)
+    assert r["layer_spread"] == pytest.approx((s_out - s_in) / s_out, rel=1e-12)
+    assert r["io_gap"] == pytest.approx((s_out - s_in) / s_out, rel=1e-12)   # <dR/dx, x> = S_in, <dR/dy, y> = S_out
+    assert r["defect_error"] < 1e-15
+    assert math.isnan(r["bias_shift_error"]) and math.isnan(r["neuron_gap_without_bias"])
+
+
+def test_layer_size_law_figure_reports_the_fitted_slopes():
+    import matplotlib.pyplot as plt
+
+    from utils.saliency import plot_layer_size_law
+
+    fig, ax = plt.subplots()
+    plot_layer_size_law(ax, [10, 100, 1000], {"conserved": [5.0, 0.5, 0.05], "flat": [1.0, 1.0, 1.0]})
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["conserved (slope -1.00)", "flat (slope +0.00)", "slope $-1$"]
+    assert list(ax.lines[0].get_ydata()) == [5.0, 0.5, 0.05]
