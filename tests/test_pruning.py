@@ -590,3 +590,49 @@ def test_accuracy_vs_compression_plots_mean_and_band():
     assert line.get_ydata() == pytest.approx([80.0, 20.0])
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert min(band) == pytest.approx(10.0) and max(band) == pytest.approx(90.0)
+
+
+# ---------------------------------------------------------------------------------------------- the fast SynFlow loop
+
+def _synflow_by_select_masks(net, rho, iterations, scope="global", schedule="exponential", input_shape=None):
+    """Algorithm 1 spelled out with the general pieces: score the masked net, select, repeat."""
+    masks = None
+    for k in range(1, iterations + 1):
+        d = rho ** (-k / iterations) if schedule == "exponential" else 1 - (1 - 1 / rho) * k / iterations
+        masks = select_masks(synflow_scores(net, masks, input_shape=input_shape), d, masks=masks, scope=scope)
+    return masks
+
+
+@pytest.mark.parametrize("case", [
+    dict(sizes=(8, 6, 5, 3), bias=True, rho=20, iterations=10),
+    dict(sizes=(8, 6, 5, 3), bias=False, rho=31, iterations=20),            # rho_max: many ties at 0
+    dict(sizes=(8, 6, 5, 3), bias=True, rho=25, iterations=15, scope="layer"),
+    dict(sizes=(10, 20, 20, 4), bias=True, rho=40, iterations=12, schedule="linear"),
+    dict(sizes=(10, 20, 20, 4), bias=False, rho=120, iterations=30, kaiming=True),
+])
+def test_fast_synflow_prune_equals_score_and_select_at_every_step(case):
+    net = _net(case["sizes"], bias=case["bias"], seed=1)
+    if case.get("kaiming"):
+        kaiming_init(net, seed=2)
+    kw = {k: case[k] for k in ("scope", "schedule") if k in case}
+    fast = prune(net, "synflow", case["rho"], iterations=case["iterations"], **kw)
+    slow = _synflow_by_select_masks(net, case["rho"], case["iterations"], **kw)
+    assert list(fast) == list(slow)
+    for name in fast:
+        assert torch.equal(fast[name], slow[name].float()), name
+
+
+def test_fast_synflow_prune_equals_score_and_select_on_a_conv_net():
+    net = SmallConv()
+    fast = prune(net, "synflow", 50, iterations=10, input_shape=(1, 6, 6))
+    slow = _synflow_by_select_masks(net, 50, 10, input_shape=(1, 6, 6))
+    assert all(torch.equal(fast[n], slow[n].float()) for n in fast)
+
+
+def test_ties_are_broken_by_position_first():
+    s = {"a.weight": torch.tensor([0.5, 0.0, 0.0]), "b.weight": torch.tensor([0.0, 1.0])}
+    kept = select_masks(s, 0.6)                     # k = 3: 1.0, 0.5 and the first 0.0 by position
+    assert kept["a.weight"].tolist() == [1.0, 1.0, 0.0] and kept["b.weight"].tolist() == [0.0, 1.0]
+    dead = {"a.weight": torch.tensor([1.0, 0.0, 1.0]), "b.weight": torch.tensor([1.0, 1.0])}
+    kept = select_masks(s, 0.4, masks=dead)         # k = 2 of the live ones: 1.0, 0.5
+    assert kept["a.weight"].tolist() == [1.0, 0.0, 0.0] and kept["b.weight"].tolist() == [0.0, 1.0]
