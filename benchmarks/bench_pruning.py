@@ -18,7 +18,8 @@ The script first compares masks, then times:
    all-ones input (the floor an iteration cannot go below), at compression 100, 100 iterations.
 
 Networks: LeNet-300-100 (784-300-100-10) and 784-1000-1000-10 with PyTorch's default initialisation
-(seed 0), and the chapter's conv net for the digits (``utils.models.digits_convnet``).
+(seeds 0, 1, 2 for the masks, seed 0 for the timing), and the chapter's conv net for the digits
+(``utils.models.digits_convnet``).
 
 Run:  python benchmarks/bench_pruning.py [--rounds 3] [--threads 1] [--save]
 (``--save`` writes results/bench_pruning.json, which chapter 3 loads.)
@@ -115,33 +116,40 @@ def floor_step(model: nn.Module, input_shape: tuple[int, ...]):
     return step
 
 
-def networks() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
-    torch.manual_seed(0)
+def networks(seed: int = 0) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+    torch.manual_seed(seed)
     lenet = mlp([784, 300, 100, 10])
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     wide = mlp([784, 1000, 1000, 10])
     return {"LeNet-300-100": (lenet, (784,)), "784-1000-1000-10": (wide, (784,)),
-            "digits conv net": (digits_convnet(seed=0), (64,))}
+            "digits conv net": (digits_convnet(seed=seed), (64,))}
 
 
-def compare_masks(compressions: list[float]) -> list[dict]:
+def compare_masks(compressions: list[float], seeds: list[int]) -> list[dict]:
     rows = []
-    for name, (model, shape) in networks().items():
-        for rho in compressions:
-            ours = prune(model, "synflow", rho, iterations=100, input_shape=shape)
-            r32 = reference_synflow(model, rho, input_shape=shape)
-            r64 = reference_synflow(model, rho, input_shape=shape, dtype=torch.float64)
-            r64p = reference_synflow(model, rho, input_shape=shape, dtype=torch.float64, counts="project")
-            rows.append({"network": name, "compression": rho,
-                         "kept": [int(sum(m.sum() for m in x.values())) for x in (ours, r32, r64)],
-                         "ours_vs_ref32": jaccard_all(ours, r32), "ours_vs_ref64": jaccard_all(ours, r64),
-                         "ref32_vs_ref64": jaccard_all(r32, r64),
-                         "ours_vs_ref64_our_counts": jaccard_all(ours, r64p)})
-            r = rows[-1]
-            print(f"{name:17s} rho {rho:6g}: kept ours/ref32/ref64 {r['kept']}; Jaccard ours-ref32 "
-                  f"{r['ours_vs_ref32']:.4f}, ours-ref64 {r['ours_vs_ref64']:.4f}, ref32-ref64 "
-                  f"{r['ref32_vs_ref64']:.4f}, ours-ref64 with our counts {r['ours_vs_ref64_our_counts']:.4f}",
-                  flush=True)
+    for seed in seeds:
+        for name, (model, shape) in networks(seed).items():
+            rows += _compare(name, model, shape, compressions, seed)
+    return rows
+
+
+def _compare(name: str, model: nn.Module, shape: tuple[int, ...], compressions: list[float], seed: int) -> list[dict]:
+    rows = []
+    for rho in compressions:
+        ours = prune(model, "synflow", rho, iterations=100, input_shape=shape)
+        r32 = reference_synflow(model, rho, input_shape=shape)
+        r64 = reference_synflow(model, rho, input_shape=shape, dtype=torch.float64)
+        r64p = reference_synflow(model, rho, input_shape=shape, dtype=torch.float64, counts="project")
+        rows.append({"network": name, "seed": seed, "compression": rho,
+                     "kept": [int(sum(m.sum() for m in x.values())) for x in (ours, r32, r64)],
+                     "ours_vs_ref32": jaccard_all(ours, r32), "ours_vs_ref64": jaccard_all(ours, r64),
+                     "ref32_vs_ref64": jaccard_all(r32, r64),
+                     "ours_vs_ref64_our_counts": jaccard_all(ours, r64p)})
+        r = rows[-1]
+        print(f"{name:17s} seed {seed} rho {rho:6g}: kept ours/ref32/ref64 {r['kept']}; Jaccard ours-ref32 "
+              f"{r['ours_vs_ref32']:.4f}, ours-ref64 {r['ours_vs_ref64']:.4f}, ref32-ref64 "
+              f"{r['ref32_vs_ref64']:.4f}, ours-ref64 with our counts {r['ours_vs_ref64_our_counts']:.4f}",
+              flush=True)
     return rows
 
 
@@ -184,19 +192,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compressions", type=float, nargs="+", default=[10.0, 100.0, 1000.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="initialisations compared")
     parser.add_argument("--save", action="store_true", help="write results/bench_pruning.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s); masks first, then {args.rounds} "
           f"interleaved timing rounds of SynFlow, 100 iterations")
-    masks = compare_masks(args.compressions)
+    masks = compare_masks(args.compressions, args.seeds)
     timing = time_prune(args.rounds)
     if args.save:
         from utils.results import save_results
 
         argv = " ".join(sys.argv[1:])
         path = save_results("bench_pruning", {"masks": masks, "timing": timing},
-                            command=f"python benchmarks/bench_pruning.py {argv}".strip(), seeds=[0])
+                            command=f"python benchmarks/bench_pruning.py {argv}".strip(), seeds=args.seeds)
         print(f"wrote {path}")
 
 
