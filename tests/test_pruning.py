@@ -636,3 +636,14 @@ def test_ties_are_broken_by_position_first():
     dead = {"a.weight": torch.tensor([1.0, 0.0, 1.0]), "b.weight": torch.tensor([1.0, 1.0])}
     kept = select_masks(s, 0.4, masks=dead)         # k = 2 of the live ones: 1.0, 0.5
     assert kept["a.weight"].tolist() == [1.0, 0.0, 0.0] and kept["b.weight"].tolist() == [0.0, 1.0]
+
+
+def test_random_scores_are_seeded_uniform_and_score_uses_them():
+    from utils.pruning import SCORERS, random_scores
+
+    net = _net()
+    a, b = random_scores(net, seed=4), random_scores(net, seed=4)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert all(0 <= float(v.min()) and float(v.max()) < 1 for v in a.values())
+    assert all(torch.equal(a[n], score(net, "random", seed=4)[n]) for n in a)
+    assert tuple(SCORERS) == METHODS == ("random", "magnitude", "snip", "grasp", "synflow")
