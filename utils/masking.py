@@ -17,6 +17,12 @@ Three ways to use a mask ``M`` (``mode`` / ``scheme``):
 * ``"forward_only"``: forward with ``M ⊙ W`` but ``W`` receives the *unmasked* gradient (a
   straight-through estimator {cite}`bengio2013estimating`), via :func:`straight_through`.
 
+The book's one mask convention lives here, since masks start in this chapter: a set of masks is a
+``dict`` keyed by parameter name, ``{"fc1.weight": M1, ...}``, each a 0/1 tensor of the parameter's
+shape; :func:`check_masks` is the one validator, :func:`apply_masks_` multiplies masks into the weights
+once (in place) and :func:`wrap_masked` makes them part of the forward pass so that they stay applied
+while training (in place). Every function of ``utils`` that takes masks accepts exactly this.
+
 The module also holds the masks used by the chapter's experiment (:func:`random_mask`,
 :func:`magnitude_mask`, :func:`layer_masks`), the plain-``nn.Linear`` hook implementation for
 :func:`utils.training.train` (:func:`masking_hooks`), the density sweep (:func:`density_sweep`) and the

@@ -199,11 +199,13 @@ class SynFlowScorer:
             for p in self.work.parameters():
                 p.abs_()  # biases too: they carry flow unless they are zero
         self.weights = _weights(self.work)
-        self.abs0 = {name: p.detach().clone() for name, p in self.weights}
+        self.abs0: dict[str, torch.Tensor] | None = None      # |theta_0|, kept once masks arrive
         self.x = torch.ones((1, *input_shape_of(model, input_shape)), dtype=torch.float64,
                             device=next(self.work.parameters()).device)
 
     def __call__(self, masks: Masks | None) -> Masks:
+        if self.abs0 is None:
+            self.abs0 = {name: p.detach().clone() for name, p in self.weights}
         with torch.no_grad():
             for name, p in self.weights:
                 p.copy_(self.abs0[name] if masks is None else self.abs0[name] * masks[name].to(p))
