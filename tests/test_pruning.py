@@ -647,3 +647,14 @@ def test_random_scores_are_seeded_uniform_and_score_uses_them():
     assert all(0 <= float(v.min()) and float(v.max()) < 1 for v in a.values())
     assert all(torch.equal(a[n], score(net, "random", seed=4)[n]) for n in a)
     assert tuple(SCORERS) == METHODS == ("random", "magnitude", "snip", "grasp", "synflow")
+
+
+def test_non_contiguous_weights_take_the_general_path_with_the_same_masks():
+    net = SmallConv()
+    fast = prune(net, "synflow", 30, iterations=8, input_shape=(1, 6, 6))
+    channels_last = SmallConv()
+    channels_last.load_state_dict(net.state_dict())
+    channels_last.conv2.to(memory_format=torch.channels_last)
+    assert not channels_last.conv2.weight.is_contiguous()
+    slow = prune(channels_last, "synflow", 30, iterations=8, input_shape=(1, 6, 6))
+    assert all(torch.equal(fast[n], slow[n]) for n in fast)
