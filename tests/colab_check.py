@@ -79,6 +79,9 @@ def run_one(notebook: Path, timeout: int) -> dict:
     """Execute ``notebook`` alone in an empty folder (inside the current interpreter's env)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from soak_notebooks import execute_once  # one executor: outcome, slowest cell, reply lag
+    from soak_notebooks import reliable_replies
+
+    reliable_replies.install()  # what the book build runs with
 
     with tempfile.TemporaryDirectory() as tmp:
         content = Path(tmp) / "content"  # like Colab's /content: nothing of the book in it

@@ -29,6 +29,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import reliable_replies  # noqa: E402  (the client-side fix the soak tests; --no-fix leaves it out)
 
 
 def _spin(parent: int) -> None:  # pragma: no cover - a busy core
@@ -114,16 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell-timeout", type=int, default=60, help="seconds per cell")
     parser.add_argument("--busy", type=int, default=1, help="cores to keep busy beside the soak")
     parser.add_argument("--json", type=Path, help="also write every execution's record here")
+    parser.add_argument("--no-fix", action="store_true",
+                        help="leave out book/_ext/reliable_replies.py (to reproduce the stall)")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.cell_timeout < 1 or args.busy < 0:
         parser.error("--runs and --cell-timeout must be >= 1, --busy >= 0")
 
+    if not args.no_fix:
+        reliable_replies.install()
     os.environ.setdefault("BOOK_PROGRESS", "0")
     sys.stdin.close()  # as on CI: no standard input
     import jupyter_client, ipykernel, zmq  # noqa: E401  (versions for the report)
     print(f"ipykernel {ipykernel.__version__}, jupyter_client {jupyter_client.__version__}, "
           f"pyzmq {zmq.__version__}; {args.runs} runs per notebook, cell timeout "
-          f"{args.cell_timeout} s, {args.busy} busy core(s)", flush=True)
+          f"{args.cell_timeout} s, {args.busy} busy core(s), client fix "
+          f"{'off' if args.no_fix else 'on'}", flush=True)
     spinners = [mp.Process(target=_spin, args=(os.getpid(),), daemon=True)
                 for _ in range(args.busy)]
     for p in spinners:
