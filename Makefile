@@ -20,7 +20,7 @@ NBVAL_WORKERS ?= 2
 export BOOK_CELL_TIMEOUT := $(CELL_TIMEOUT)
 
 .PHONY: book test unit notebooks build-strict build-from-nbval browser screenshots chromium env \
-        soak colab-check pdf poppler clean
+        soak colab-check pdf poppler results clean
 
 env: $(STAMP)
 
@@ -99,6 +99,11 @@ pdf: $(STAMP) chromium poppler
 	cd tests/browser && ../../$(BIN)/python book_pdf.py
 	$(BIN)/python -m pytest tests/pdf -q -p no:cacheprovider -rs
 	@echo "PDF book: _build/pdf/book.pdf"
+
+# full-mode and benchmark numbers that chapters quote: run again the command recorded in every
+# results/*.json (slow; `.venv/bin/python -m utils.results` lists them)
+results: $(STAMP)
+	$(BIN)/python -m utils.results --run
 
 # Debian's poppler-utils (pdftotext, pdfimages) for the PDF checks
 poppler:
