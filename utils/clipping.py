@@ -606,22 +606,39 @@ def privacy_spent(noise_multiplier: float, sample_rate: float, steps: int, delta
 
 
 def noise_for_privacy(epsilon: float, delta: float, sample_rate: float, steps: int,
-                      accountant: str = "rdp") -> float:
-    """The noise multiplier ``sigma`` that spends ``(epsilon, delta)`` in ``steps`` Poisson-sampled steps.
+                      accountant: str = "rdp", rtol: float = 0.005) -> float:
+    """The smallest noise multiplier ``sigma`` (to ``rtol``) that spends at most ``(epsilon, delta)``.
 
-    Opacus's ``get_noise_multiplier`` (a bisection over ``sigma`` with the chosen accountant); the
-    result satisfies ``privacy_spent(sigma, sample_rate, steps, delta) <= epsilon``.
+    Bisection on ``log sigma`` over :func:`privacy_spent` (Opacus's accountant; ``epsilon``
+    decreases with ``sigma``). The result satisfies
+    ``(1 - rtol) epsilon <= privacy_spent(sigma, sample_rate, steps, delta) <= epsilon``.
     """
-    from opacus.accountants.utils import get_noise_multiplier
+    import warnings
 
-    for name, value in (("epsilon", epsilon), ("delta", delta), ("sample_rate", sample_rate)):
-        _check_positive(name, value)
-    if not delta < 1 or not sample_rate <= 1:
-        raise ValueError(f"delta must be in (0, 1) and sample_rate in (0, 1], got {delta}, {sample_rate}")
-    steps = _check_positive("steps", steps, integer=True)
-    return float(get_noise_multiplier(target_epsilon=float(epsilon), target_delta=float(delta),
-                                      sample_rate=float(sample_rate), steps=steps, accountant=accountant,
-                                      epsilon_tolerance=0.005))
+    epsilon, rtol = _check_positive("epsilon", epsilon), _check_positive("rtol", rtol)
+    with warnings.catch_warnings():        # Opacus hints at other RDP orders for trial sigmas
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        return _bisect_noise(epsilon, delta, sample_rate, steps, accountant, rtol)
+
+
+def _bisect_noise(epsilon, delta, sample_rate, steps, accountant, rtol) -> float:
+    lo, hi = 0.05, 1.0
+    while privacy_spent(hi, sample_rate, steps, delta, accountant) > epsilon:
+        lo, hi = hi, 2 * hi
+        if hi > 1e4:
+            raise ValueError(f"epsilon = {epsilon} needs a noise multiplier above 1e4")
+    if privacy_spent(lo, sample_rate, steps, delta, accountant) <= epsilon:
+        raise ValueError(f"epsilon = {epsilon} is reached with sigma < {lo}; not a useful DP setting")
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        spent = privacy_spent(mid, sample_rate, steps, delta, accountant)
+        if spent > epsilon:
+            lo = mid
+        else:
+            hi = mid
+            if spent >= (1 - rtol) * epsilon:
+                break
+    return hi
 
 
 def dp_clipped_sgd(grads: Callable[[np.ndarray], np.ndarray], x0, eta: float, lr: float, steps: int, *,
