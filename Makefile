@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard chapters/*.ipynb book/*.ipynb)
 export BOOK_PROGRESS := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: book test unit notebooks build-strict browser screenshots chromium env clean
+.PHONY: book test unit notebooks build-strict browser screenshots chromium env clean bench
 
 env: $(STAMP)
 
@@ -54,3 +54,14 @@ chromium:
 
 clean:
 	rm -rf _build
+
+# benchmark extras (requirements-bench.txt, --no-deps keeps the pinned torch) and the per-example
+# norms benchmark, which writes results/per_example_bench.json for chapter 6 (about 30 minutes)
+BENCH_STAMP := $(VENV)/.bench-requirements-installed
+
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_per_example.py --rounds 200 --threads 1 2 --save
