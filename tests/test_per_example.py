@@ -238,6 +238,7 @@ CONV_CASES = [
     (dict(kernel_size=(3, 2), stride=2, padding=(1, 0)), dict(kernel_size=2, dilation=2)),
     (dict(kernel_size=3, padding="same", padding_mode="reflect"), dict(kernel_size=1)),
     (dict(kernel_size=4, padding="same"), dict(kernel_size=3, padding=2, padding_mode="circular")),
+    (dict(kernel_size=3, stride=3), dict(kernel_size=2)),      # conv2: T = 2, the Gram form
 ]
 
 
@@ -246,7 +247,8 @@ CONV_CASES = [
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("case", range(len(CONV_CASES)))
 def test_conv2d_layers_match_vmap(case, bias, dtype):
-    """eq-pex-conv: strides, dilation, string and non-zero padding, with and without bias."""
+    """eq-pex-conv: strides, dilation, string and non-zero padding, with and without bias;
+    both the grouped-convolution (outer) and the Gram form, chosen by gram_is_cheaper."""
     torch.manual_seed(case)
     model = ConvNet(*CONV_CASES[case], bias=bias)
     x = torch.randn(6, 2, 9, 8)

@@ -218,18 +218,50 @@ def _positions(layer: nn.Module, h: torch.Tensor, zbar: torch.Tensor) -> tuple[t
     """
     batch = h.shape[0]
     if isinstance(layer, nn.Conv2d):
-        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-            pad = layer._reversed_padding_repeated_twice
-            mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-            h, padding = F.pad(h, pad, mode=mode), 0
-        else:
-            padding = layer.padding
+        h, padding = _padded(layer, h)
         patches = F.unfold(h, layer.kernel_size, dilation=layer.dilation, padding=padding,
                            stride=layer.stride)                 # (B, d, T)
         return patches.transpose(1, 2), zbar.reshape(batch, zbar.shape[1], -1).transpose(1, 2)
     if h.ndim == 2:
         return h, zbar
     return h.reshape(batch, -1, h.shape[-1]), zbar.reshape(batch, -1, zbar.shape[-1])
+
+
+def _trainable_parts(layer: nn.Module) -> tuple[bool, bool]:
+    """Whether the layer's weight and its bias are trainable."""
+    return layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
+
+
+def _padded(layer: nn.Conv2d, h: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | int]:
+    """A convolution's input and the padding left for the convolution itself to apply."""
+    if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+        return F.pad(h, layer._reversed_padding_repeated_twice, mode=mode), 0
+    return h, layer.padding
+
+
+def _conv_sq_norms(layer: nn.Conv2d, h: torch.Tensor, zbar: torch.Tensor, weight: bool,
+                   bias: bool) -> torch.Tensor:
+    """``||dL^(j)/dW||^2`` of a convolution by materialising each example's weight gradient.
+
+    ``eq-pex-shared`` summed over the positions is the gradient of a convolution, so the ``B``
+    per-example gradients are the weight gradient of *one* convolution with ``groups = B`` whose
+    channels are the examples' channels side by side (what ``torch.func.vmap`` does too); the
+    bias part is ``||sum_t zbar_t||^2``. ``h (B, C, H, W)``, ``zbar (B, p, H', W')``.
+    """
+    batch = h.shape[0]
+    total = torch.zeros(batch, dtype=zbar.dtype, device=zbar.device)
+    if weight:
+        h, padding = _padded(layer, h)
+        c, p = h.shape[1], zbar.shape[1]
+        g = torch.nn.grad.conv2d_weight(
+            h.reshape(1, batch * c, *h.shape[2:]), (batch * p, c, *layer.kernel_size),
+            zbar.reshape(1, batch * p, *zbar.shape[2:]), stride=layer.stride, padding=padding,
+            dilation=layer.dilation, groups=batch)            # (B p, C, k_h, k_w)
+        total = total + torch.linalg.vector_norm(g.reshape(batch, -1), dim=1).square()
+    if bias:
+        total = total + _sq(zbar.sum(dim=(2, 3)))
+    return total
 
 
 def _check_losses(losses, batch: int) -> torch.Tensor:
@@ -360,11 +392,36 @@ class NormTracker:
         if not records:
             raise RuntimeError(f"layer {name!r} was not called with gradients enabled while the "
                                "tracker was attached; run the forward pass inside the with-block")
-        if any(zbar is None for _, zbar in records):
+        if any(record[1] is None for record in records):
             raise RuntimeError(f"the backward pass did not reach layer {name!r}: call "
                                "loss.backward() inside the with-block before norms(), and make "
                                "sure the layer's output affects the loss")
         return records
+
+    def _batch(self, name: str, records: list[list], batch: int | None) -> int:
+        """The batch size of a layer's calls, checked against the layers before it."""
+        if any(r[0].ndim < 2 for r in records):
+            raise ValueError(f"layer {name!r} was called on an unbatched input; inputs must "
+                             "be (B, ..., d)")
+        sizes = [r[0].shape[0] for r in records]
+        if len(set(sizes)) > 1:
+            raise ValueError(f"layer {name!r} was called on batches of different sizes "
+                             f"{sizes}; one batch per forward pass")
+        if batch is not None and sizes[0] != batch:
+            raise ValueError(f"layer {name!r} saw a batch of {sizes[0]} examples, "
+                             f"the layers before it {batch}")
+        return sizes[0]
+
+    def _capture(self, layer: nn.Module, records: list[list],
+                 batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer's ``(H, Zbar)`` as positions (``_positions``), calls stacked, sum convention."""
+        pairs = [_positions(layer, r[0], r[1]) for r in records]
+        if len(pairs) == 1:
+            h, z = pairs[0]
+        else:      # one layer called several times shares its weights: calls are positions
+            h = torch.cat([hh.reshape(batch, -1, hh.shape[-1]) for hh, _ in pairs], dim=1)
+            z = torch.cat([zz.reshape(batch, -1, zz.shape[-1]) for _, zz in pairs], dim=1)
+        return h, (z * batch if self.reduction == "mean" else z)
 
     def captured(self) -> list[Captured]:
         """Every tracked layer's ``(H, Zbar)`` of the recorded step (see :class:`Captured`).
@@ -375,60 +432,78 @@ class NormTracker:
         """
         out, batch = [], None
         for name, layer in self._layers:
-            pairs = [_positions(layer, h, z) for h, z in self._records(name)]
-            sizes = [h.shape[0] for h, _ in pairs]
-            if any(hh.ndim == 1 for hh, _ in pairs) or min(h.ndim for h, _ in pairs) < 2:
-                raise ValueError(f"layer {name!r} was called on an unbatched input; inputs must "
-                                 "be (B, ..., d)")
-            if len(set(sizes)) > 1:
-                raise ValueError(f"layer {name!r} was called on batches of different sizes "
-                                 f"{sizes}; one batch per forward pass")
-            if batch is None:
-                batch = sizes[0]
-            elif sizes[0] != batch:
-                raise ValueError(f"layer {name!r} saw a batch of {sizes[0]} examples, "
-                                 f"the layers before it {batch}")
-            if len(pairs) == 1:
-                h, z = pairs[0]
-            else:      # one layer called several times shares its weights: calls are positions
-                h = torch.cat([hh.reshape(batch, -1, hh.shape[-1]) for hh, _ in pairs], dim=1)
-                z = torch.cat([zz.reshape(batch, -1, zz.shape[-1]) for _, zz in pairs], dim=1)
-            if self.reduction == "mean":
-                z = z * batch
-            weight = layer.weight.requires_grad
-            bias = layer.bias is not None and layer.bias.requires_grad
-            out.append(Captured(name, layer, h, z, weight, bias))
+            records = self._records(name)
+            batch = self._batch(name, records, batch)
+            h, z = self._capture(layer, records, batch)
+            out.append(Captured(name, layer, h, z, *_trainable_parts(layer)))
         self._read = True
         return out
 
-    def sq_norms(self) -> torch.Tensor:
-        """Squared per-example, per-layer gradient norms ``(B, n_layers)`` of the recorded step."""
-        columns = []
+    def _eq10_factors(self) -> tuple[int, list[list[torch.Tensor]]] | None:
+        """The hot path: every layer an ``nn.Linear`` called once on a ``(B, d)`` input.
+
+        Returns ``B`` and, per layer, the ``(B,)`` columns whose squares add up to its squared
+        norms (``eq-pex-trick`` split as ``||zbar_j||^2 ||h_j||^2 + ||zbar_j||^2``, weight and
+        bias): ``||zbar_j|| ||h_j||`` and ``||zbar_j||``. ``None`` when another form is needed.
+        """
+        factors, batch = [], None
         for name, layer in self._layers:
             records = self._records(name)
+            if len(records) != 1 or type(layer) is not nn.Linear:
+                return None
             h, zbar = records[0]
-            if len(records) == 1 and h.ndim == 2 and type(layer) is nn.Linear:
-                # the common case, eq-pex-trick, in as few tensor operations as possible
-                zz = _sq(zbar)
-                if layer.weight.requires_grad:
-                    hh = _sq(h)
-                    bias = layer.bias is not None and layer.bias.requires_grad
-                    zz = torch.addcmul(zz, zz, hh) if bias else zz * hh    # zz (hh + 1)
-                columns.append(zz)
-            else:
-                break
-        else:
-            sq = torch.stack(columns, dim=1)
-            batch = sq.shape[0]
-            if any(h.shape[0] != batch for records in self._calls.values() for h, _ in records):
-                raise ValueError("the tracked layers saw batches of different sizes; "
-                                 "one batch per forward pass")
+            if h.ndim != 2:
+                return None
+            if batch is None:
+                batch = h.shape[0]
+            elif h.shape[0] != batch:
+                raise ValueError(f"layer {name!r} saw a batch of {h.shape[0]} examples, "
+                                 f"the layers before it {batch}")
+            z_norm = torch.linalg.vector_norm(zbar, dim=1)
+            columns = []
+            if layer.weight.requires_grad:
+                columns.append(z_norm * torch.linalg.vector_norm(h, dim=1))
+            if layer.bias is not None and layer.bias.requires_grad:
+                columns.append(z_norm)
+            factors.append(columns)
+        return batch, factors
+
+    def sq_norms(self) -> torch.Tensor:
+        """Squared per-example, per-layer gradient norms ``(B, n_layers)`` of the recorded step."""
+        with torch.no_grad():
+            fast = self._eq10_factors()
+            if fast is None:      # shared weights, convolutions, several calls
+                return self._general_sq_norms()
+            batch, factors = fast
+            sq = torch.stack([torch.stack(cols, dim=1).square().sum(dim=1) for cols in factors],
+                             dim=1)
             self._read = True
             return sq * float(batch) ** 2 if self.reduction == "mean" else sq
-        # general case: shared weights, convolutions, several calls
-        sq = torch.stack([_layer_sq_norms(c.h, c.zbar, c.weight, c.bias, "auto")
-                          for c in self.captured()], dim=1)
-        return sq
+
+    def _general_sq_norms(self) -> torch.Tensor:
+        """``(B, n_layers)`` squared norms, layer by layer, each by the cheaper form (eq-pex-crossover).
+
+        A convolution called once whose flop rule prefers materialising gets its per-example
+        weight gradients from one grouped convolution backward (``_conv_sq_norms``); every other
+        layer goes through its positions and :func:`layer_sq_norms` (``"auto"``).
+        """
+        columns, batch = [], None
+        for name, layer in self._layers:
+            records = self._records(name)
+            batch = self._batch(name, records, batch)
+            weight, bias = _trainable_parts(layer)
+            if isinstance(layer, nn.Conv2d) and len(records) == 1:
+                h, zbar = records[0]
+                t = zbar[0, 0].numel()
+                d = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1] + int(bias)
+                if not gram_is_cheaper(t, d, layer.out_channels):
+                    scale = float(batch) ** 2 if self.reduction == "mean" else 1.0
+                    columns.append(_conv_sq_norms(layer, h, zbar, weight, bias) * scale)
+                    continue
+            h, z = self._capture(layer, records, batch)
+            columns.append(_layer_sq_norms(h, z, weight, bias, "auto"))
+        self._read = True
+        return torch.stack(columns, dim=1)
 
     def norms(self, per_layer: bool = False) -> torch.Tensor:
         """Per-example gradient norms ``(B,)`` (or ``(B, n_layers)``) of the recorded step.
@@ -437,12 +512,23 @@ class NormTracker:
         ``eq-pex-total`` over the layers. With ``reduction="mean"`` the backpropagated cost was
         ``C = (1/B) sum_j L^(j)``, so ``Zbar`` is ``1/B`` times that of the sum and the norms are
         multiplied back by ``B``: the result is always ``||dL^(j)/dtheta||``, as
-        :func:`per_example_grad_norms` returns.
+        :func:`per_example_grad_norms` returns. Reading the norms marks the step as done: the next
+        tracked forward pass starts a new one.
         """
         if not isinstance(per_layer, bool):
             raise TypeError(f"per_layer must be a bool, got {type(per_layer).__name__}")
-        sq = self.sq_norms()
-        return sq.sqrt() if per_layer else sq.sum(dim=1).sqrt()
+        if per_layer:
+            return self.sq_norms().sqrt()
+        with torch.no_grad():
+            fast = self._eq10_factors()
+            if fast is None:
+                return self.sq_norms().sum(dim=1).sqrt()
+            # eq-pex-total in one reduction: the norm of all layers' factor columns side by side
+            batch, factors = fast
+            total = torch.linalg.vector_norm(
+                torch.stack([c for cols in factors for c in cols], dim=1), dim=1)
+            self._read = True
+            return total.mul_(batch) if self.reduction == "mean" else total
 
 
 def _keep_zbar(record: list, grad: torch.Tensor) -> None:
