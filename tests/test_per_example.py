@@ -22,6 +22,8 @@ from utils.per_example import (
     per_example_grad_norms,
     per_example_grads,
     plot_norm_snapshot,
+    rank_by_norm_and_loss,
+    top_k_precision,
     track_norms,
     trainable_layers,
     trainable_linear_layers,
@@ -505,3 +507,75 @@ def test_captured_gives_the_per_example_gradients_in_sum_convention():
     assert torch.allclose(torch.einsum("bp,bd->bpd", lin.zbar, lin.h), grads["3.weight"],
                           rtol=1e-10, atol=1e-14)
     assert conv.weight and conv.bias
+
+
+# ---------------------------------------------------------------------------------------------- ranking
+
+def test_top_k_precision_known_values_ties_and_errors():
+    flagged = np.array([False, True, False, True, True])
+    assert top_k_precision([5, 4, 3, 2, 1], flagged, 2) == 0.5
+    assert top_k_precision(torch.tensor([1.0, 9.0, 0.0, 8.0, 7.0]), torch.tensor(flagged), 3) == 1.0
+    assert top_k_precision([1, 1, 1, 1, 1], flagged, 1) == 0.0     # ties: first position wins
+    assert top_k_precision([1, 2, 3, 4, 5], flagged, 5) == flagged.mean()
+    for bad_k in (0, 6, 2.0, True):
+        with pytest.raises(ValueError, match="k must be"):
+            top_k_precision([1, 2, 3, 4, 5], flagged, bad_k)
+    with pytest.raises(ValueError, match="flagged"):
+        top_k_precision([1, 2, 3], [0, 1, 0], 1)
+    with pytest.raises(ValueError, match="NaN"):
+        top_k_precision([1.0, float("nan")], np.array([True, False]), 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 30), seed=st.integers(0, 10_000))
+def test_top_k_precision_is_invariant_to_monotone_maps(n, seed):
+    rng = np.random.default_rng(seed)
+    scores, flagged = rng.random(n), rng.random(n) < 0.3
+    k = int(rng.integers(1, n + 1))
+    base = top_k_precision(scores, flagged, k)
+    assert top_k_precision(np.exp(3 * scores) + 1, flagged, k) == base
+    assert top_k_precision(-scores, flagged, n) == flagged.mean()
+
+
+def test_rank_by_norm_and_loss():
+    flagged = np.array([True, False, False, True])
+    out = rank_by_norm_and_loss([4.0, 1.0, 2.0, 3.0], [0.1, 0.2, 0.3, 0.4], flagged, k=2)
+    assert out["norm"] == 1.0 and out["loss"] == 0.5
+    assert -1.0 <= out["corr_log"] <= 1.0
+    same = rank_by_norm_and_loss([1.0, 2.0, 4.0], [3.0, 6.0, 12.0], np.array([0, 0, 1], bool), 1)
+    assert same == {"norm": 1.0, "loss": 1.0, "corr_log": 1.0}     # log-linear: corr exactly 1
+    with pytest.raises(ValueError, match="> 0"):
+        rank_by_norm_and_loss([0.0, 1.0], [1.0, 1.0], np.array([True, False]), 1)
+    with pytest.raises(ValueError, match="same length"):
+        rank_by_norm_and_loss([1.0, 2.0], [1.0], np.array([True, False]), 1)
+
+
+def test_bench_table_from_a_results_record():
+    from utils.per_example import bench_table
+
+    def row(model, batch, threads, trick):
+        ratio = {"standard": 1.0, "trick": trick, "vmap": 40.0}
+        return {"model": model, "batch": batch, "threads": threads, "ratio": ratio,
+                "cpu_ratio": {k: v * 0.5 for k, v in ratio.items()},
+                "median_s": {"standard": 0.002, "trick": 0.002 * trick, "vmap": 0.08},
+                "median_cpu_s": {"standard": 0.001, "trick": 0.001 * trick, "vmap": 0.04},
+                "max_rel_diff_vs_vmap": {"trick": 3e-7, "vmap_vs_float64_loop": 2e-6},
+                "memory_MiB": {"trick": 1.0, "vmap": 700.0}}
+    data = {"rows": [row("small", 64, 1, 1.2), row("large", 256, 1, 1.05),
+                     row("small", 64, 2, 1.3)]}
+    table = bench_table(data, threads=1, timer="wall")
+    lines = table.splitlines()
+    assert lines[0].split() == ["S64", "L256"]
+    assert lines[1].split()[-2:] == ["1.20x", "1.05x"]                  # trick, wall clock
+    assert "0.60x" in bench_table(data, threads=1, timer="cpu")         # CPU-time ratios
+    assert any(line.startswith("standard step, ms") and line.split()[-2:] == ["2.00", "2.00"]
+               for line in lines)
+    assert any(line.startswith("max rel. diff") and "2e-06" in line for line in lines)
+    assert any(line.startswith("+MiB torch.func vmap") and line.split()[-1] == "700"
+               for line in lines)
+    assert all(len(line) <= 80 for line in lines)
+    assert "1.30x" in bench_table(data, threads=2, timer="wall")
+    with pytest.raises(ValueError, match="threads"):
+        bench_table(data, threads=4)
+    with pytest.raises(ValueError, match="timer"):
+        bench_table(data, timer="gpu")

@@ -54,6 +54,9 @@ __all__ = [
     "per_example_grads",
     "norms_from_grads",
     "flip_labels",
+    "top_k_precision",
+    "bench_table",
+    "rank_by_norm_and_loss",
     "NormRun",
     "train_with_norm_snapshots",
     "plot_norm_snapshot",
@@ -708,6 +711,92 @@ def flip_labels(y: torch.Tensor, fraction: float, n_classes: int, seed: int = 0)
     return noisy, flipped
 
 
+def top_k_precision(scores, flagged, k: int) -> float:
+    """Precision at ``k``: the fraction of the ``k`` highest ``scores`` whose ``flagged`` is True.
+
+    ``scores`` and ``flagged`` are 1-D of the same length ``n`` (arrays or tensors); ``k`` in
+    ``[1, n]``. Ties are broken by position (a stable sort), so the result is deterministic.
+
+    >>> top_k_precision([0.1, 5.0, 3.0, 0.2], [False, True, False, True], k=2)
+    0.5
+    """
+    scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores,
+                        dtype=float)
+    flagged = np.asarray(flagged.cpu() if isinstance(flagged, torch.Tensor) else flagged)
+    if scores.ndim != 1 or flagged.shape != scores.shape or flagged.dtype != bool:
+        raise ValueError("scores must be 1-D and flagged a bool array of the same length, got "
+                         f"shapes {scores.shape} and {flagged.shape} ({flagged.dtype})")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(scores):
+        raise ValueError(f"k must be an int in [1, {len(scores)}], got {k!r}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    top = np.argsort(-scores, kind="stable")[:k]
+    return float(flagged[top].mean())
+
+
+def rank_by_norm_and_loss(norms, losses, flagged, k: int = 50) -> dict[str, float]:
+    """Mislabel detection by per-example gradient norm and by per-example loss, side by side.
+
+    Returns ``{"norm": precision at k by norm, "loss": precision at k by loss,
+    "corr_log": Pearson correlation of log norm and log loss}`` (both ``(n,)``, positive).
+
+    >>> rank_by_norm_and_loss([1.0, 4.0, 2.0], [0.5, 3.0, 1.0], [False, True, False], k=1)
+    {'norm': 1.0, 'loss': 1.0, 'corr_log': 1.0}
+    """
+    norms = np.asarray(norms.detach().cpu() if isinstance(norms, torch.Tensor) else norms,
+                       dtype=float)
+    losses = np.asarray(losses.detach().cpu() if isinstance(losses, torch.Tensor) else losses,
+                        dtype=float)
+    if norms.shape != losses.shape or norms.ndim != 1:
+        raise ValueError(f"norms and losses must be 1-D of the same length, got {norms.shape} "
+                         f"and {losses.shape}")
+    if not (norms > 0).all() or not (losses > 0).all():
+        raise ValueError("norms and losses must be > 0 (their logs are correlated)")
+    corr = float(np.corrcoef(np.log(norms), np.log(losses))[0, 1])
+    return {"norm": top_k_precision(norms, flagged, k), "loss": top_k_precision(losses, flagged, k),
+            "corr_log": round(corr, 12)}
+
+
+_BENCH_LABELS = {"trick": "book, tracker", "trick_ctx": "book, track_norms", "hooks": "hooks only",
+                 "opacus_ghost": "Opacus ghost", "backpack": "BackPACK", "vmap": "torch.func vmap",
+                 "opacus": "Opacus GSM", "naive": "loop over B"}
+
+
+def bench_table(data: dict, threads: int = 1, timer: str = "cpu") -> str:
+    """The chapter's benchmark table from ``results/per_example_bench.json`` (its ``data``).
+
+    One row per method, one column per (model, batch): the method's median time divided by the
+    ordinary step's, by CPU time (``timer="cpu"``) or wall clock (``"wall"``), at ``threads``
+    threads; then the ordinary step's median in ms, each column's largest relative difference of
+    any method from ``vmap`` (checked before timing), and, when measured, the peak-memory growth
+    (MiB) of one call. Lines fit in 80 characters.
+    """
+    if timer not in ("cpu", "wall"):
+        raise ValueError(f"timer must be 'cpu' or 'wall', got {timer!r}")
+    rows = [r for r in data.get("rows", []) if r["threads"] == threads]
+    if not rows:
+        raise ValueError(f"no benchmark rows at threads={threads!r}")
+    key, med = ("cpu_ratio", "median_cpu_s") if timer == "cpu" else ("ratio", "median_s")
+    short = {"small": "S", "large": "L", "conv": "C"}
+    head = [f"{short[r['model']]}{r['batch']}" for r in rows]
+    lines = [f"{'':18}" + "".join(f"{h:>8}" for h in head)]
+    for m, label in _BENCH_LABELS.items():
+        if m in rows[0][key]:
+            lines.append(f"{label:18}" + "".join(f"{r[key][m]:>7.2f}x" for r in rows))
+    lines.append(f"{'standard step, ms':18}" + "".join(f"{1e3 * r[med]['standard']:>8.2f}"
+                                                        for r in rows))
+    lines.append(f"{'max rel. diff':18}" + "".join(
+        f"{max(r['max_rel_diff_vs_vmap'].values()):>8.0e}" for r in rows))
+    if all("memory_MiB" in r for r in rows):
+        for m in ("trick", "backpack", "opacus_ghost", "vmap", "opacus"):
+            if m in rows[0]["memory_MiB"]:
+                label = f"+MiB {_BENCH_LABELS[m].split(',')[0]}"
+                lines.append(f"{label:18}" + "".join(
+                    f"{r['memory_MiB'][m]:>8.0f}" if r["memory_MiB"][m] is not None
+                    else f"{'-':>8}" for r in rows))
+    return "\n".join(lines)
+
+
 @dataclass
 class NormRun:
     """What :func:`train_with_norm_snapshots` recorded."""
@@ -725,8 +814,8 @@ def train_with_norm_snapshots(model: nn.Module, x: torch.Tensor, y: torch.Tensor
                               progress: bool | None = None) -> NormRun:
     """Train ``model`` in place (SGD, mean cross-entropy) and watch its per-example gradient norms.
 
-    Every step runs inside :func:`track_norms`, so the ordinary ``loss.backward()`` also gives the
-    per-example norms of the minibatch (their median and max are recorded). At step 0 and every
+    One :class:`NormTracker` stays attached for the whole loop, so every ordinary
+    ``loss.backward()`` also gives the per-example norms of the minibatch (their median and max are recorded). At step 0 and every
     ``snapshot_every`` steps, :func:`per_example_grad_norms` measures the norms of a fixed probe set
     (``x[probe]``, default all of ``x``). Minibatches come from a generator seeded by ``seed``.
     """
@@ -748,22 +837,23 @@ def train_with_norm_snapshots(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc="training", leave=False)
-    for step in range(1, steps + 1):
-        idx = torch.randint(0, len(x), (batch_size,), generator=g)
-        opt.zero_grad(set_to_none=True)
-        with track_norms(model, reduction="mean") as tracker:
+    with NormTracker(model, reduction="mean") as tracker:     # one tracker for every step
+        for step in range(1, steps + 1):
+            idx = torch.randint(0, len(x), (batch_size,), generator=g)
+            opt.zero_grad(set_to_none=True)
+            tracker.reset()                  # forget the probe pass of the last snapshot
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
-        opt.step()
-        norms = tracker.norms()
-        run.step.append(step)
-        run.loss.append(float(loss.detach()))
-        run.batch_norm_median.append(float(norms.median()))
-        run.batch_norm_max.append(float(norms.max()))
-        if step % snapshot_every == 0 or step == steps:
-            run.snapshots[step] = per_example_grad_norms(model, ce, xp, yp).numpy()
-        if bar is not None:
-            bar.update(1)
+            opt.step()
+            norms = tracker.norms()
+            run.step.append(step)
+            run.loss.append(float(loss.detach()))
+            run.batch_norm_median.append(float(norms.median()))
+            run.batch_norm_max.append(float(norms.max()))
+            if step % snapshot_every == 0 or step == steps:
+                run.snapshots[step] = per_example_grad_norms(model, ce, xp, yp).numpy()
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
     return run
