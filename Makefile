@@ -64,4 +64,4 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python benchmarks/bench_per_example.py --rounds 200 --threads 1 2 --save
+	$(BIN)/python benchmarks/bench_per_example.py --rounds 200 --slow-every 20 --threads 1 2 --save

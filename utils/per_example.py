@@ -9,20 +9,32 @@ squared Frobenius norm (notes eq 9) is ``||zbar_j||^2 ||h_j||^2`` (notes eq 10, 
 pass of ``C = sum_j L^(j)`` computes anyway, so every per-example norm costs ``O(B (d + p))``
 extra work per layer instead of the ``B x P`` numbers of the materialised per-example gradients.
 
-When a layer's weights are shared over positions (an input of shape ``(B, T, d)``, a convolution
-written with ``unfold``, a layer called twice) the gradient is a sum of ``T`` outer products and the
-squared norm is the Gram-matrix form ``sum_{t,s} (zbar_t . zbar_s)(h_t . h_s)`` (``eq-pex-gram``),
-which :func:`layer_sq_norms` evaluates.
+When a layer's weights are shared over positions (an input of shape ``(B, T, d)``, an
+``nn.Conv2d``, whose patches are the positions (``eq-pex-conv``), a layer called twice) the
+gradient is a sum of ``T`` outer products and the squared norm is the Gram-matrix form
+``sum_{t,s} (zbar_t . zbar_s)(h_t . h_s)`` (``eq-pex-gram``, the "ghost norm"), or, past the
+crossover ``T (d + p) > d p`` (``eq-pex-crossover``), the norm of the materialised per-layer
+gradient (for a convolution: one grouped convolution backward).
 
 Public API
 ----------
-* :func:`per_example_grad_norms`: ``(B,)`` (or ``(B, n_layers)``) norms for a batch, no side effects.
+* :func:`per_example_grad_norms`: ``(B,)`` (or ``(B, n_layers)``) norms for a batch, no side
+  effects on ``.grad``.
+* :class:`NormTracker`: the capture engine (forward hooks keep ``H``, tensor hooks keep
+  ``Zbar``). Per step via :func:`track_norms`, or attached once across steps
+  (``attach`` / ``detach`` / ``with tracker:``); ``norms``, ``sq_norms`` and ``captured`` (every
+  layer's ``(H, Zbar)`` in the sum convention, as :class:`Captured`, for clipping).
 * :func:`track_norms`: context manager; the ordinary ``loss.backward()`` of a training step also
   yields the per-example norms.
 * :func:`per_example_grads`: the materialised per-example gradients via ``torch.func`` (reference
   and for the clipping chapter), and :func:`norms_from_grads` to take their norms.
-* :func:`layer_sq_norms`: the trick for one layer from ``H`` and ``Zbar`` (outer or Gram form).
-* :func:`trainable_linear_layers`: the layers the trick covers, in forward order.
+* :func:`layer_sq_norms`: the trick for one layer from ``H`` and ``Zbar`` (outer or Gram form);
+  :func:`gram_is_cheaper`: the crossover rule.
+* :func:`trainable_layers` (``nn.Linear`` and ``nn.Conv2d``) and :func:`trainable_linear_layers`
+  (``nn.Linear`` only): the layers covered, in module order.
+* :func:`flip_labels`, :func:`train_with_norm_snapshots`, :func:`top_k_precision`,
+  :func:`rank_by_norm_and_loss`: the mislabelled-examples experiment and its loss baseline.
+* :func:`bench_table`: the chapter's benchmark table from ``results/per_example_bench.json``.
 * :func:`plot_norm_snapshot`: explorer panel (norm histogram and the top-k examples at one step).
 """
 
@@ -740,7 +752,7 @@ def rank_by_norm_and_loss(norms, losses, flagged, k: int = 50) -> dict[str, floa
     Returns ``{"norm": precision at k by norm, "loss": precision at k by loss,
     "corr_log": Pearson correlation of log norm and log loss}`` (both ``(n,)``, positive).
 
-    >>> rank_by_norm_and_loss([1.0, 4.0, 2.0], [0.5, 3.0, 1.0], [False, True, False], k=1)
+    >>> rank_by_norm_and_loss([1.0, 4.0, 2.0], [0.5, 2.0, 1.0], [False, True, False], k=1)
     {'norm': 1.0, 'loss': 1.0, 'corr_log': 1.0}
     """
     norms = np.asarray(norms.detach().cpu() if isinstance(norms, torch.Tensor) else norms,
