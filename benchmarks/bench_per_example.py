@@ -11,10 +11,11 @@ per-example norms ``||dL^(j)/dtheta||``:
 * ``standard``: ``F.cross_entropy(model(x), y).backward()``, the ordinary step (the denominator);
 * ``hooks``: the same step with the book's ``NormTracker`` attached but no norm read (the fixed
   cost of the hooks alone);
-* ``trick``: the book's method as a training loop uses it: one ``NormTracker`` attached across
-  steps, the ordinary step, then ``tracker.norms()``;
-* ``trick_ctx``: the same inside ``with track_norms(model, "mean")``, which builds, attaches and
-  removes a tracker every step;
+* ``trick``: one ``NormTracker`` built once and attached around each step (``with tracker:``,
+  which registers and removes its hooks, so the other methods on the same model run without
+  them), the ordinary step, then ``tracker.norms()``;
+* ``trick_ctx``: the same inside ``with track_norms(model, "mean")``, which also builds the tracker
+  (finds the layers) every step;
 * ``backpack``: BackPACK's ``BatchL2Grad`` {cite}`dangel2020backpack` (mean loss: its
   ``batch_l2`` are of ``L^(j)/B``, so the norms are multiplied by ``B``);
 * ``opacus_ghost``: Opacus's ``GradSampleModuleFastGradientClipping`` with ghost clipping
@@ -107,7 +108,7 @@ def make_methods(model, x, y) -> dict:
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
 
-    tracker = NormTracker(model, "mean")      # attached across steps, as in a training loop
+    tracker = NormTracker(model, "mean")      # built once; attached around each step below
 
     def hooks():
         with tracker:
