@@ -78,6 +78,7 @@ BATCHES = (64, 256)
 TARGET = {("large", 256): 1.10, ("small", 64): 1.20}
 FAST = ("standard", "hooks", "trick", "trick_ctx", "backpack", "opacus_ghost")
 SLOW = ("vmap", "naive", "opacus")
+MEMORY = ("standard", "trick", "vmap", "opacus")      # peak memory measured for these
 TOL = 1e-5
 
 
@@ -206,8 +207,8 @@ def float64_loop(name: str, batch: int) -> torch.Tensor:
 def check(name: str, batch: int, methods: dict) -> dict:
     """Max relative difference of every method's norms from vmap's; vmap's from a float64 loop."""
     ref = methods["vmap"]()
-    errors = {"vmap_vs_float64_loop": float(((ref.double() - float64_loop(name, batch)).abs()
-                                              / float64_loop(name, batch)).max())}
+    exact = float64_loop(name, batch)
+    errors = {"vmap_vs_float64_loop": float(((ref.double() - exact).abs() / exact).max())}
     for m, fn in methods.items():
         if m in ("standard", "hooks", "vmap"):
             continue
@@ -220,10 +221,13 @@ def check(name: str, batch: int, methods: dict) -> dict:
     return errors
 
 
-def time_config(name: str, batch: int, rounds: int, slow_every: int, seed: int) -> dict:
+def time_config(name: str, batch: int, rounds: int, slow_every: int, seed: int,
+                with_slow: bool = True) -> dict:
     model, x, y = setup(name, batch)
     methods = make_methods(model, x, y)
     errors = check(name, batch, methods)          # correct first, then fast
+    if not with_slow:        # checked all the same, then not timed
+        methods = {m: fn for m, fn in methods.items() if m not in SLOW}
     for fn in methods.values():                   # warm-up
         fn()
     times = {m: [] for m in methods}
@@ -340,11 +344,13 @@ def summary(rows: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=200, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds")
     parser.add_argument("--slow-every", type=int, default=10,
                         help="time vmap / naive / opacus every this many rounds")
     parser.add_argument("--threads", type=int, nargs="+", default=[1],
                         help="torch.set_num_threads values, one full run each")
+    parser.add_argument("--slow-threads", type=int, nargs="+", default=[1],
+                        help="thread counts at which vmap / naive / opacus are timed")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--quick", action="store_true",
                         help="10 rounds, no memory measurement, nothing saved (a smoke test)")
@@ -375,11 +381,15 @@ def main() -> None:
         torch.set_num_threads(threads)
         for name in args.models:
             for batch in BATCHES:
-                row = time_config(name, batch, args.rounds, args.slow_every, args.seed)
+                row = time_config(name, batch, args.rounds, args.slow_every, args.seed,
+                                  with_slow=threads in args.slow_threads)
                 if not args.no_memory and threads == args.threads[0]:
-                    row["memory_MiB"] = {m: memory_growth(name, batch, m) for m in row["median_s"]}
+                    row["memory_MiB"] = {m: memory_growth(name, batch, m) for m in MEMORY
+                                         if m in row["median_s"]}
                 rows.append(row)
                 print_row(row)
+                if args.save:        # after every configuration: a cut-short run keeps its rows
+                    save(args, rows, load_before, complete=False)
     result = summary(rows)
     print("\ntargets (trick / standard):")
     for t in result["targets"]:
@@ -401,14 +411,19 @@ def main() -> None:
     print(f"load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f} "
           f"(the machine may be shared: ratios, not absolute times); {time.time() - started:.0f} s")
     if args.save:
-        from utils.results import save_results
-        command = "python benchmarks/bench_per_example.py " + " ".join(sys.argv[1:])
-        data = {"rows": rows, **result, "versions": versions(),
-                "rounds": args.rounds, "slow_every": args.slow_every,
-                "tolerance_vs_vmap": TOL, "load_average_1min": [load_before[0], load_after[0]],
-                "cpu": platform.processor() or platform.machine(), "models": MODELS}
-        path = save_results("per_example_bench", data, command=command.strip(), seeds=[args.seed])
+        path = save(args, rows, load_before, complete=True)
         print(f"wrote {path.relative_to(ROOT)}")
+
+
+def save(args, rows: list[dict], load_before: tuple, complete: bool) -> Path:
+    from utils.results import save_results
+    command = "python benchmarks/bench_per_example.py " + " ".join(sys.argv[1:])
+    data = {"rows": rows, **summary(rows), "versions": versions(), "complete": complete,
+            "rounds": args.rounds, "slow_every": args.slow_every,
+            "slow_threads": args.slow_threads, "tolerance_vs_vmap": TOL,
+            "load_average_1min": [load_before[0], os.getloadavg()[0]],
+            "cpu": platform.processor() or platform.machine(), "models": MODELS}
+    return save_results("per_example_bench", data, command=command.strip(), seeds=[args.seed])
 
 
 if __name__ == "__main__":
