@@ -560,7 +560,7 @@ def test_bench_table_from_a_results_record():
                 "median_s": {"standard": 0.002, "trick": 0.002 * trick, "vmap": 0.08},
                 "median_cpu_s": {"standard": 0.001, "trick": 0.001 * trick, "vmap": 0.04},
                 "max_rel_diff_vs_vmap": {"trick": 3e-7, "vmap_vs_float64_loop": 2e-6},
-                "memory_MiB": {"trick": 1.0, "vmap": 700.0}}
+                "memory_MiB": {"standard": 0.5, "trick": 1.0, "vmap": 700.0}}
     data = {"rows": [row("small", 64, 1, 1.2), row("large", 256, 1, 1.05),
                      row("small", 64, 2, 1.3)]}
     table = bench_table(data, threads=1, timer="wall")
@@ -579,3 +579,19 @@ def test_bench_table_from_a_results_record():
         bench_table(data, threads=4)
     with pytest.raises(ValueError, match="timer"):
         bench_table(data, timer="gpu")
+
+
+def test_committed_benchmark_results_are_consistent():
+    """The file the chapter prints: every method was checked against vmap before it was timed."""
+    from utils.per_example import bench_table
+    from utils.results import load_results
+    record = load_results("per_example_bench")
+    data = record["data"]
+    assert data["rows"] and all(r["model"] in ("small", "large", "conv") for r in data["rows"])
+    for r in data["rows"]:
+        assert max(r["max_rel_diff_vs_vmap"].values()) <= data["tolerance_vs_vmap"] <= 1e-5
+        assert r["ratio"]["standard"] == 1.0 and r["cpu_ratio"]["standard"] == 1.0
+        for m, t in r["median_s"].items():
+            assert t > 0 and r["ratio"][m] == pytest.approx(t / r["median_s"]["standard"])
+    for threads in sorted({r["threads"] for r in data["rows"]}):
+        assert all(len(line) <= 80 for line in bench_table(data, threads=threads).splitlines())

@@ -800,9 +800,10 @@ def bench_table(data: dict, threads: int = 1, timer: str = "cpu") -> str:
     lines.append(f"{'max rel. diff':18}" + "".join(
         f"{max(r['max_rel_diff_vs_vmap'].values()):>8.0e}" for r in rows))
     if all("memory_MiB" in r for r in rows):
-        for m in ("trick", "backpack", "opacus_ghost", "vmap", "opacus"):
+        for m in ("standard", "trick", "backpack", "opacus_ghost", "vmap", "opacus"):
             if m in rows[0]["memory_MiB"]:
-                label = f"+MiB {_BENCH_LABELS[m].split(',')[0]}"
+                name = "ordinary step" if m == "standard" else _BENCH_LABELS[m].split(",")[0]
+                label = f"+MiB {name}"
                 lines.append(f"{label:18}" + "".join(
                     f"{r['memory_MiB'][m]:>8.0f}" if r["memory_MiB"][m] is not None
                     else f"{'-':>8}" for r in rows))
