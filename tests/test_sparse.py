@@ -361,3 +361,17 @@ def test_plots_draw():
     plot_forward_ratios(axes[0], rows, 100)
     plot_k_explorer(plt.figure(), 0.5, records=records, weight=net.fc2.weight.detach())
     plt.close("all")
+
+
+def test_pruned_representations_agree():
+    from utils.sparse import REPRESENTATIONS, pruned_representations
+    net = _net(sizes=(20, 30, 16, 5))
+    x = torch.randn(6, 20)
+    reps = pruned_representations(net, 0.5)
+    assert tuple(reps) == REPRESENTATIONS
+    ref = masked_copy(net, prune_weights_layerwise(net, 0.5))(x)
+    for name in ("dense (zeros in)", "coo", "csr"):
+        assert torch.allclose(reps[name](x), ref, atol=1e-5)
+    unit_ref = masked_copy(net, prune_units_layerwise(net, 0.5))(x)
+    assert torch.allclose(reps["shrunk (unit)"](x), unit_ref, atol=1e-5)
+    assert reps["shrunk (unit)"].fc1.out_features == 15

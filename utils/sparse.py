@@ -60,6 +60,8 @@ __all__ = [
     "shrink_units",
     "to_sparse_model",
     "dead_units",
+    "REPRESENTATIONS",
+    "pruned_representations",
     "elimination_ks",
     "ks_at_init",
     "forward_flops",
@@ -287,6 +289,20 @@ def to_sparse_model(model: nn.Module, masks: Masks, layout: str = "csr") -> nn.M
         if f"{name}.weight" in masks:
             _replace(out, name, SparseLinear(layer.weight, layer.bias, layout))
     return out
+
+
+REPRESENTATIONS = ("dense (zeros in)", "coo", "csr", "shrunk (unit)")
+
+
+def pruned_representations(model: nn.Module, fraction: float) -> dict[str, nn.Module]:
+    """The four ways the chapter runs a network pruned at ``fraction`` (eval mode):
+    ``"dense (zeros in)"``, ``"coo"`` and ``"csr"`` hold the *weight*-pruned network (masked dense,
+    :func:`to_sparse_model`), ``"shrunk (unit)"`` the *unit*-pruned one (:func:`shrink_units`)."""
+    weight_masks = prune_weights_layerwise(model, fraction)
+    return {"dense (zeros in)": masked_copy(model, weight_masks).eval(),
+            "coo": to_sparse_model(model, weight_masks, "coo"),
+            "csr": to_sparse_model(model, weight_masks, "csr"),
+            "shrunk (unit)": shrink_units(model, prune_units_layerwise(model, fraction))}
 
 
 def dead_units(masks: Masks) -> dict[str, torch.Tensor]:
