@@ -375,3 +375,16 @@ def test_pruned_representations_agree():
     unit_ref = masked_copy(net, prune_units_layerwise(net, 0.5))(x)
     assert torch.allclose(reps["shrunk (unit)"](x), unit_ref, atol=1e-5)
     assert reps["shrunk (unit)"].fc1.out_features == 15
+
+
+def test_random_mask_like_marginal_follows_pixel_frequencies():
+    g = torch.Generator().manual_seed(1)
+    mask = torch.zeros(4000, 4)
+    mask[:, 0] = 1                                   # column 0 kept by every unit
+    mask[:1000, 1] = 1                               # column 1 by a quarter of them
+    out = random_mask_like(mask, g, "marginal")
+    assert torch.equal(out.sum(dim=1), mask.sum(dim=1))
+    # the 1000 two-pixel rows always take both columns; single-pixel rows take column 0 w.p. 4/5
+    single = out[1000:]
+    assert abs(single[:, 0].mean().item() - 0.8) < 0.03
+    assert bool((out[:, 2:] == 0).all())

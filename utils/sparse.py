@@ -609,13 +609,14 @@ def random_mask_like(mask: torch.Tensor, generator: torch.Generator, match: str 
         flat[torch.randperm(mask.numel(), generator=generator)[:int(keep.sum())]] = 1
         return flat.view_as(mask)
     if match == "marginal":
-        weights = keep.double().sum(dim=0) + 1e-12
-        out = torch.zeros_like(mask)
-        for i, k in enumerate(keep.sum(dim=1).tolist()):
-            if k:
-                out[i, torch.multinomial(weights, int(k), replacement=False,
-                                         generator=generator)] = 1
-        return out
+        # Gumbel-top-k: the counts[i] largest of log(freq) + Gumbel noise in row i are a sample
+        # without replacement with probabilities proportional to freq, for all rows at once
+        freq = keep.double().sum(dim=0)
+        u = torch.rand(mask.shape, generator=generator, dtype=torch.float64).clamp_min(1e-300)
+        keys = torch.log(freq.clamp_min(1e-300)) - torch.log(-torch.log(u))
+        keys[:, freq == 0] = -math.inf
+        ranks = keys.argsort(dim=1, descending=True).argsort(dim=1)
+        return (ranks < keep.sum(dim=1, keepdim=True)).to(mask.dtype)
     raise ValueError(f"match must be 'layer' or 'marginal', got {match!r}")
 
 
