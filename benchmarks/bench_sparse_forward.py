@@ -8,13 +8,15 @@ values). At each k it is pruned layer-wise (the output layer stays dense) and ru
 * ``dense (zeros in)``: the weight-pruned network as ordinary dense matrices with zeros in them;
 * ``coo`` / ``csr``: the weight-pruned network with ``torch.sparse`` COO / CSR weights
   (``utils.sparse.to_sparse_model``);
-* ``shrunk (unit)``: the unit-pruned network as smaller dense matrices (``utils.sparse.shrink_units``);
+* ``shrunk (unit)``: the unit-pruned network as smaller dense matrices
+  (``utils.sparse.shrink_units``);
 
 next to the unpruned dense network. All representations at all k are timed **interleaved** (each
 round runs every one once, in a fresh random order: ``utils.sparse.time_interleaved``), on CPU,
 and the medians are reported as ratios to the dense reference, which are robust to the machine's
 load. The reference is the median of the medians of the 11 dense-equivalent variants (the unpruned
-network and "dense (zeros in)" at every k), which all do the same work. Each representation's output is checked against the masked dense network first.
+network and "dense (zeros in)" at every k), which all do the same work. Each representation's
+output is checked against the masked dense network first.
 It prints a table and the crossover k of each representation (from where it stays faster than
 dense), and writes ``results/sparse_forward.json`` with its provenance.
 
@@ -98,10 +100,10 @@ def main() -> None:
             for rep in REPS[1:]}
         print("crossover k (faster than dense from there on):", crossings[str(batch)])
         rows[-1]["dense_ms"] = 1e3 * dense
+    last_rows = [x for x in rows if "dense_ms" in x]
     data = {"sizes": SIZES, "ks": KS, "representations": list(REPS), "batches": args.batches,
             "repeats": args.repeats, "rows": rows, "crossover": crossings,
-            "dense_ms": {str(b): r["dense_ms"] for b, r in zip(args.batches,
-                                                              [x for x in rows if "dense_ms" in x])}}
+            "dense_ms": {str(b): r["dense_ms"] for b, r in zip(args.batches, last_rows)}}
     if not args.no_save:
         path = save_results("sparse_forward", data,
                             command=f"python benchmarks/bench_sparse_forward.py --threads "

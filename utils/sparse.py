@@ -93,7 +93,8 @@ ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.Identity,
 
 def check_fraction(fraction: float, name: str = "fraction") -> float:
     """Return ``fraction`` as a float if it is a number in [0, 1), else raise ``ValueError``."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating)):
+    numbers = (int, float, np.integer, np.floating)
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers):
         raise ValueError(f"{name} must be a number in [0, 1), got {fraction!r}")
     fraction = float(fraction)
     if not 0.0 <= fraction < 1.0:
@@ -403,7 +404,8 @@ def elimination_ks(weight: torch.Tensor, mask: torch.Tensor) -> float:
 def ks_at_init(fan_in: int, fan_out: int, fraction: float, seed: int = 0,
                method: str = "unit") -> float:
     """:func:`elimination_ks` for one freshly initialised ``nn.Linear(fan_in, fan_out)`` layer
-    (PyTorch's default, uniform initialisation) pruned layer-wise with ``method`` at ``fraction``."""
+    (PyTorch's default, uniform initialisation) pruned layer-wise with ``method`` at
+    ``fraction``."""
     fraction = check_fraction(fraction)
     for label, v in (("fan_in", fan_in), ("fan_out", fan_out)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
