@@ -388,3 +388,16 @@ def test_random_mask_like_marginal_follows_pixel_frequencies():
     single = out[1000:]
     assert abs(single[:, 0].mean().item() - 0.8) < 0.03
     assert bool((out[:, 2:] == 0).all())
+
+
+def test_evaluate_pruned_equals_masked_dense_evaluation():
+    from utils.training import evaluate
+    data = _tiny_split()
+    net = _net(sizes=(16, 32, 24, 4), dtype=torch.float64)
+    x = data.x_test.double()
+    for method in ("weight", "unit"):
+        masks = prune_layerwise(net, method, 0.6)
+        got = evaluate_pruned(net, masks, x, data.y_test)
+        ref = evaluate(masked_copy(net, masks), x, data.y_test)
+        assert got["accuracy"] == ref["accuracy"]
+        assert got["loss"] == pytest.approx(ref["loss"], rel=1e-12)
