@@ -401,3 +401,17 @@ def test_evaluate_pruned_equals_masked_dense_evaluation():
         ref = evaluate(masked_copy(net, masks), x, data.y_test)
         assert got["accuracy"] == ref["accuracy"]
         assert got["loss"] == pytest.approx(ref["loss"], rel=1e-12)
+
+
+def test_time_interleaved_discards_warmup_and_crossover_needs_strictly_faster():
+    import time as _time
+    state = {"first": True}
+
+    def slow_once():
+        if state["first"]:
+            state["first"] = False
+            _time.sleep(0.3)
+
+    out = time_interleaved({"f": slow_once}, repeats=1, warmup=1)
+    assert out["f"] < 0.1                                 # the slow warm-up call is not timed
+    assert crossover([0.0, 0.5], [1.0, 0.5]) == 0.5       # equal to dense is not faster
