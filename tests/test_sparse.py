@@ -415,3 +415,14 @@ def test_time_interleaved_discards_warmup_and_crossover_needs_strictly_faster():
     out = time_interleaved({"f": slow_once}, repeats=1, warmup=1)
     assert out["f"] < 0.1                                 # the slow warm-up call is not timed
     assert crossover([0.0, 0.5], [1.0, 0.5]) == 0.5       # equal to dense is not faster
+
+
+def test_finetune_pruned_is_deterministic_and_uses_a_subset():
+    data = _tiny_split()
+    net = _net(sizes=(16, 32, 24, 4))
+    masks = prune_layerwise(net, "weight", 0.5)
+    a = finetune_pruned(net, masks, data, "weight", steps=2, batch_size=8, seed=3)
+    b = finetune_pruned(net, masks, data, "weight", steps=2, batch_size=8, seed=3)
+    assert a == b
+    whole = finetune_pruned(net, masks, data, "unit", steps=20, batch_size=8, seed=3)
+    assert set(whole) == {"loss", "accuracy"}            # 160 > 80 examples: all of them

@@ -550,20 +550,29 @@ def finetune_pruned(model: nn.Module, masks: Masks, data: Split, method: str, *,
     """A short fine-tune (Adam, ``steps`` steps) of the pruned network; returns the test loss and
     accuracy after it. Weight-pruned networks train with their masks re-applied after each step
     (``utils.pruning.train_pruned``); unit-pruned ones train as the smaller dense network of
-    :func:`shrink_units`, which computes the same function and gets the same gradients."""
+    :func:`shrink_units`, which computes the same function and gets the same gradients. When
+    ``steps * batch_size`` is less than the training set, the fine-tune uses that many examples
+    drawn at random (seeded), each once."""
     from .pruning import train_pruned
     from .training import evaluate, train
 
+    if method not in ("weight", "unit"):
+        raise ValueError(f"method must be 'weight' or 'unit', got {method!r}")
+    n_seen = steps * batch_size
+    if n_seen < len(data.x_train):
+        # the fine-tune sees steps * batch_size examples without replacement (less than one epoch):
+        # pass only those, so that train's final evaluation on its training set stays cheap
+        pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))
+        pick = pick[:n_seen]
+        data = Split(data.x_train[pick], data.y_train[pick], data.x_test, data.y_test, data.name)
     if method == "weight":
         net = copy.deepcopy(model)
         train_pruned(net, masks, data, steps=steps, batch_size=batch_size, lr=lr,
                      optimizer="adam", eval_every=steps, seed=seed, progress=False)
-    elif method == "unit":
+    else:
         net = shrink_units(model, masks).train()
         train(net, data, steps=steps, batch_size=batch_size, lr=lr, optimizer="adam",
               eval_every=steps, seed=seed, progress=False)
-    else:
-        raise ValueError(f"method must be 'weight' or 'unit', got {method!r}")
     return evaluate(net, data.x_test, data.y_test)
 
 
