@@ -13,7 +13,7 @@ from torch import nn
 
 from utils.data import Split
 from utils.models import mlp
-from utils.sparse import (LAYOUTS, SparseLinear, check_masks, crossover, dead_units,
+from utils.sparse import (LAYOUTS, SparseLinear, crossover, dead_units,
                           elimination_ks, evaluate_pruned, finetune_pruned, forward_flops,
                           ks_at_init, layerwise_masks, masked_copy, pairwise_distance,
                           plot_elimination_histograms, plot_forward_ratios, plot_k_explorer,
@@ -120,20 +120,23 @@ def test_other_bad_input():
 
 # ------------------------------------------------------------------------------- masks
 
-def test_check_masks_rejects_bad_masks():
+@pytest.mark.parametrize("fn", [masked_copy, shrink_units, to_sparse_model])
+def test_bad_masks_are_rejected_by_the_book_validator(fn):
     net = _net()
-    good = prune_weights_layerwise(net, 0.5)
-    assert check_masks(net, good) is good
+    fn(net, prune_weights_layerwise(net, 0.5))                  # good masks pass
     with pytest.raises(ValueError, match="shape"):
-        check_masks(net, {"fc1.weight": torch.ones(3, 3)})
-    with pytest.raises(ValueError, match="not weights"):
-        check_masks(net, {"fc1.bias": torch.ones(10)})
-    with pytest.raises(ValueError, match="only 0 and 1"):
-        check_masks(net, {"fc1.weight": torch.full((10, 12), 0.5)})
+        fn(net, {"fc1.weight": torch.ones(3, 3)})
+    with pytest.raises(ValueError, match="not a prunable weight"):
+        fn(net, {"fc1.bias": torch.ones(10)})
+    with pytest.raises(ValueError, match="binary"):
+        fn(net, {"fc1.weight": torch.full((10, 12), 0.5)})
     with pytest.raises(TypeError):
-        check_masks(net, [torch.ones(10, 12)])
+        fn(net, [torch.ones(10, 12)])
     with pytest.raises(TypeError):
-        check_masks(net, {"fc1.weight": np.ones((10, 12))})
+        fn(net, {"fc1.weight": np.ones((10, 12))})
+    bool_masks = {n: m.bool() for n, m in prune_units_layerwise(net, 0.5).items()}
+    x = torch.randn(3, 12)
+    assert torch.allclose(fn(net, bool_masks)(x), masked_copy(net, bool_masks)(x), atol=1e-5)
 
 
 def test_masked_copy_leaves_model_untouched():
@@ -179,10 +182,10 @@ def test_shrink_units_rejects_bad_models():
             super().__init__()
             self.fc1, self.fc2 = nn.Linear(3, 2), nn.Linear(2, 1)
     with pytest.raises(TypeError, match="nn.Sequential"):
-        shrink_units(NotSequential(), {})
+        shrink_units(NotSequential(), {"fc1.weight": torch.ones(2, 3)})
     bn = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
     with pytest.raises(ValueError, match="elementwise"):
-        shrink_units(bn, {})
+        shrink_units(bn, {"0.weight": torch.ones(4, 3)})
 
 
 def test_dead_units():

@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import Split
+from .masking import check_masks
 from .models import linear_layers
 from .plotting import PALETTE
 
@@ -49,7 +50,6 @@ __all__ = [
     "LAYOUTS",
     "METHOD_COLORS",
     "check_fraction",
-    "check_masks",
     "unit_norms",
     "prune_weights_layerwise",
     "prune_units_layerwise",
@@ -103,27 +103,10 @@ def check_fraction(fraction: float, name: str = "fraction") -> float:
     return fraction
 
 
-def check_masks(model: nn.Module, masks: Masks) -> Masks:
-    """Check that ``masks`` is a dict of 0/1 tensors keyed by ``nn.Linear`` weight names of
-    ``model`` and shaped like those weights; return it. ``ValueError``/``TypeError`` otherwise."""
-    if not isinstance(masks, dict):
-        raise TypeError(f"masks must be a dict {{param name: 0/1 tensor}}, "
-                        f"got {type(masks).__name__}")
-    names = [f"{n}.weight" for n, _ in linear_layers(model)]
-    params = dict(model.named_parameters())
-    unknown = sorted(set(masks) - set(names))
-    if unknown:
-        raise ValueError(f"masks has names {unknown} that are not weights of linear layers; "
-                         f"they are {names}")
-    for name, mask in masks.items():
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"masks[{name!r}] must be a tensor, got {type(mask).__name__}")
-        if tuple(mask.shape) != tuple(params[name].shape):
-            raise ValueError(f"masks[{name!r}] has shape {tuple(mask.shape)}, the weight has "
-                             f"{tuple(params[name].shape)}")
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError(f"masks[{name!r}] must hold only 0 and 1")
-    return masks
+def _check_masks(model: nn.Module, masks: Masks) -> Masks:
+    """The book's mask validator (:func:`utils.masking.check_masks`) on the linear layers of
+    ``model``: keys are their weight names, values 0/1 tensors of the weights' shapes."""
+    return check_masks(masks, model, types=(nn.Linear,))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,7 +208,7 @@ def prune_layerwise(model: nn.Module, method: str, fraction: float) -> Masks:
 
 def masked_copy(model: nn.Module, masks: Masks) -> nn.Module:
     """A deep copy of ``model`` with the masks multiplied into its weights (dense, zeros in)."""
-    check_masks(model, masks)
+    _check_masks(model, masks)
     out = copy.deepcopy(model)
     params = dict(out.named_parameters())
     with torch.no_grad():
@@ -284,7 +267,7 @@ def to_sparse_model(model: nn.Module, masks: Masks, layout: str = "csr") -> nn.M
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    check_masks(model, masks)
+    _check_masks(model, masks)
     out = masked_copy(model, masks).eval()
     for name, layer in linear_layers(out):
         if f"{name}.weight" in masks:
@@ -324,16 +307,14 @@ def shrink_units(model: nn.Module, masks: Masks) -> nn.Sequential:
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"model must be an nn.Sequential (e.g. utils.models.mlp), "
                         f"got {type(model).__name__}")
-    check_masks(model, masks)
-    work = masked_copy(model, masks)
-    children = list(work.named_children())
-    linear_idx = [i for i, (_, m) in enumerate(children) if isinstance(m, nn.Linear)]
-    if not linear_idx:
-        raise ValueError("model has no prunable layer (no torch.nn.Linear inside it)")
-    for i, (name, m) in enumerate(children):
+    for name, m in model.named_children():
         if not isinstance(m, (nn.Linear, *ELEMENTWISE)):
             raise ValueError(f"shrink_units needs linear layers and elementwise activations only; "
                              f"{name} is a {type(m).__name__}")
+    _check_masks(model, masks)
+    work = masked_copy(model, masks)
+    children = list(work.named_children())
+    linear_idx = [i for i, (_, m) in enumerate(children) if isinstance(m, nn.Linear)]
     dead = dead_units(masks)
     new: dict[str, nn.Module] = {}
     keep_in: torch.Tensor | None = None      # kept units of the previous linear layer
