@@ -505,8 +505,9 @@ def plot_conservation(fig, activation: str = "relu", bias: bool = False, depth: 
     ax_n.yaxis.set_major_locator(MaxNLocator(3))
     ax_n.set_xlabel(r"incoming $S^{\mathrm{in}}_j$")
     ax_n.set_ylabel(r"outgoing $S^{\mathrm{out}}_j$")
-    if len(flows) <= 4:
-        ax_n.legend(fontsize="x-small")
+    if len(flows) <= 4:  # below the axes: no legend on the data
+        ax_n.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.3),
+                    ncols=2, frameon=False)
     gap = max(float(f.gap.abs().max()) for f in flows)
     ax_n.set_title(f"max |in - out| = {gap:.1e}", fontsize="small")
     values = list(totals.values())
@@ -516,7 +517,8 @@ def plot_conservation(fig, activation: str = "relu", bias: bool = False, depth: 
     ax_l.set_xlabel("weight matrix $l$")
     ax_l.set_ylabel("total saliency of $\\theta^{(l)}$")
     ax_l.set_xticks(range(1, len(values) + 1))
-    ax_l.legend(fontsize="x-small")
+    ax_l.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=2,
+                frameon=False)
     spread = max(values) - min(values)
     return {"max_neuron_gap": gap, "layer_spread": spread}
 
