@@ -12,7 +12,8 @@ from utils.masking import (MODES, MaskedLinear, apply_masks_, check_mask, check_
                            explorer_run, gradient_only_mask, layer_masks, magnitude_mask, masked_bias_grad,
                            masked_weight_grad, masking_hooks, mean_accuracy, plot_accuracy_vs_density,
                            plot_masking_explorer, random_mask, sparsified, straight_through, summarize_sweep,
-                           sweep_table, wrap_masked)
+                           sweep_table, wrap_masked, train_masked, training_curves,
+                           plot_training_curves)
 from utils.models import linear_layers, mlp
 from utils.training import train
 
@@ -215,7 +216,7 @@ def test_sweep_records_and_summary():
     expected = (records[0]["test_accuracy"] + records[6]["test_accuracy"]) / 2   # density 1, seeds 0 and 1
     assert mean_accuracy(records, "random", "weight", 1.0) == pytest.approx(expected)
     table = sweep_table(records, "random")
-    assert table.splitlines()[0] == "random mask: test accuracy (%), mean over 2 seeds"
+    assert table.splitlines()[0] == "random mask: test accuracy (%), mean min-max over 2 seeds"
     assert len(table.splitlines()) == 2 + 2
     with pytest.raises(ValueError, match="no records"):
         mean_accuracy(records, "magnitude", "weight", 1.0)
@@ -226,7 +227,10 @@ def test_plotting_functions_draw():
 
     fig = plt.figure()
     plot_masking_explorer(fig, density=0.3, scheme="forward_only", steps=3)
-    assert len(fig.axes) == 5
+    assert len(fig.axes) == 6   # five panels and one colour bar
+    # one colour scale for every weight-valued panel, the same for every setting
+    limits = {fig.axes[i].images[0].get_clim() for i in (0, 2, 3, 4)}
+    assert limits == {(-1.0, 1.0)}
     run = explorer_run(density=0.3, scheme="weight", steps=5)
     assert (run["grad0"][run["M"] == 0] == 0).all() and run["loss"][-1] < run["loss"][0]
     records = [dict(seed=s, kind="random", scheme=sc, density=d, test_accuracy=0.5, sparse_test_accuracy=0.4,
@@ -353,10 +357,10 @@ def _known_records():
 
 def test_sweep_table_exact_rows():
     assert sweep_table(_known_records(), "random").splitlines() == [
-        "random mask: test accuracy (%), mean over 2 seeds",
-        " density  weights |  weight rescaled | gradient as sparse",
-        "    1.00     1000 |    91.0     91.0 |     91.0      91.0",
-        "    0.10      101 |    55.0     71.0 |     82.0      25.0",
+        "random mask: test accuracy (%), mean min-max over 2 seeds",
+        "dens. weights |        weight      rescaled |      gradient     as sparse",
+        " 1.00    1000 |  91.0  90-92   91.0  90-92  |  91.0  90-92   91.0  90-92",
+        " 0.10     101 |  55.0  50-60   71.0  70-72  |  82.0  80-84   25.0  20-30",
     ]
     with pytest.raises(ValueError, match="no records"):
         sweep_table(_known_records(), "magnitude")
@@ -368,6 +372,7 @@ def test_summarize_sweep_and_mean_accuracy_exact_values():
     assert w["density"].tolist() == [1.0, 0.1] and w["n"].tolist() == [2, 2]
     assert w["mean"] == pytest.approx([0.91, 0.55])
     assert w["std"] == pytest.approx([0.02 / 2**0.5, 0.1 / 2**0.5])        # sample std (ddof = 1)
+    assert w["min"] == pytest.approx([0.90, 0.50]) and w["max"] == pytest.approx([0.92, 0.60])
     sparse = summarize_sweep(_known_records(), key="sparse_test_accuracy")[("random", "gradient")]
     assert sparse["mean"] == pytest.approx([0.91, 0.25])
     assert mean_accuracy(_known_records(), "random", "gradient", 0.1) == pytest.approx(0.82)
@@ -385,3 +390,33 @@ def test_accuracy_vs_density_plots_the_summary():
     assert curves["gradient masking (dense at test)"] == pytest.approx([91.0, 82.0])
     assert curves["gradient masking, evaluated sparse"] == pytest.approx([91.0, 25.0])
     assert list(ax.containers[0].lines[0].get_xdata()) == [1.0, 0.1]
+    # the error bars run from the smallest to the largest seed (weight masking, d = 0.1: 50-60 %)
+    segments = ax.containers[0].lines[2][0].get_segments()
+    assert [tuple(p[1] for p in seg) for seg in segments] == [(90.0, 92.0), (50.0, 60.0)]
+
+
+def test_training_curves_shapes_and_plot():
+    import matplotlib.pyplot as plt
+
+    data = load_digits_tensors(seed=0)
+    curves = training_curves(data, sizes=[64, 8, 10], density=0.5, seeds=[0, 1], steps=6,
+                             eval_every=3)
+    assert curves["step"] == [3, 6]
+    assert set(curves) == {"step", "dense", "weight", "weight_rescaled", "gradient"}
+    assert all(curves[k].shape == (2, 2) for k in curves if k != "step")
+    assert all(((0 <= curves[k]) & (curves[k] <= 1)).all() for k in curves if k != "step")
+    # the same run as density_sweep's: the final accuracy matches its record
+    records = density_sweep(data, sizes=[64, 8, 10], densities=[0.5], seeds=[0], steps=6,
+                            kinds=("random",), progress=False)
+    final = {r["scheme"]: r["test_accuracy"] for r in records if r["density"] == 0.5}
+    assert {s: curves[s][0, -1] for s in final} == pytest.approx(final)
+    fig, ax = plt.subplots()
+    plot_training_curves(ax, curves)
+    assert len(ax.lines) == 4 and list(ax.lines[0].get_xdata()) == [3, 6]
+    with pytest.raises(ValueError, match="kind"):
+        training_curves(data, sizes=[64, 10], density=0.5, seeds=[0], kind="snip")
+    with pytest.raises(ValueError, match="eval_every"):
+        training_curves(data, sizes=[64, 10], density=0.5, seeds=[0], eval_every=0)
+    with pytest.raises(ValueError, match="scheme"):
+        train_masked(data, sizes=[64, 10], init_state={}, masks={}, scheme="snip", density=0.5,
+                     steps=1, lr=0.1)

@@ -338,3 +338,46 @@ def test_layer_size_law_figure_reports_the_fitted_slopes():
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["conserved (slope -1.00)", "flat (slope +0.00)", "slope $-1$"]
     assert list(ax.lines[0].get_ydata()) == [5.0, 0.5, 0.05]
+
+
+def test_grasp_defect_is_the_gap_of_grasp_scores():
+    """eq-saliency-grasp-defect: S_in - S_out of GraSP = |g_out|^2 - |g_in|^2, exactly."""
+    from utils import saliency as sal
+    from utils.pruning import score
+
+    torch.manual_seed(0)
+    net = sal.saliency_mlp([5, 7, 6, 3], "relu", bias=False)
+    x = torch.randn(12, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (12,))
+    flows = sal.neuron_flows_from_scores(net, score(net, "grasp", data=(x, y)))
+    defect = sal.grasp_defect(net, x, y)
+    assert len(defect) == 2
+    for f, d in zip(flows, defect):
+        assert torch.allclose(f.gap, d, rtol=1e-9, atol=1e-18)
+    scale = max(float(f.incoming.abs().max()) for f in flows)
+    assert max(float(d.abs().max()) for d in defect) > 1e-3 * scale  # not conserved
+    with pytest.raises(ValueError, match="biases"):
+        sal.grasp_defect(sal.saliency_mlp([5, 4, 3], "relu", bias=True), x, y)
+    with pytest.raises(ValueError, match="temperature"):
+        sal.grasp_defect(net, x, y, temperature=0)
+
+
+def test_plot_neuron_in_out_draws_every_neuron():
+    import matplotlib.pyplot as plt
+
+    from utils import saliency as sal
+    from utils.pruning import score
+
+    torch.manual_seed(0)
+    net = sal.saliency_mlp([5, 7, 6, 3], "relu", bias=False)
+    flows = sal.neuron_flows_from_scores(net, score(net, "synflow"))
+    fig, ax = plt.subplots()
+    sal.plot_neuron_in_out(ax, flows, title="SynFlow")
+    points = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [len(p.get_xdata()) for p in points] == [7, 6]
+    assert list(points[0].get_xdata()) == pytest.approx(flows[0].incoming.tolist())
+    assert list(points[1].get_ydata()) == pytest.approx(flows[1].outgoing.tolist())
+    assert ax.get_xlim() == ax.get_ylim()
+    with pytest.raises(ValueError, match="flows"):
+        sal.plot_neuron_in_out(ax, [])
+    plt.close(fig)

@@ -70,6 +70,9 @@ __all__ = [
     "mean_accuracy",
     "sweep_table",
     "plot_accuracy_vs_density",
+    "train_masked",
+    "training_curves",
+    "plot_training_curves",
     "explorer_run",
     "plot_masking_explorer",
 ]
@@ -580,17 +583,9 @@ def _density_sweep(data, *, sizes, densities, seeds, kinds, schemes, steps, lr, 
             for kind in kinds:
                 masks = layer_masks(dense, density, kind=kind, seed=seed + 10_000, reference=dense)
                 for scheme in schemes:
-                    model = mlp(sizes)
-                    model.load_state_dict(init_state)
-                    if scheme in ("weight", "weight_rescaled"):
-                        scale = 1.0 / math.sqrt(density) if scheme == "weight_rescaled" else 1.0
-                        with torch.no_grad():
-                            for name, layer in linear_layers(model):
-                                layer.weight.mul_(masks[f"{name}.weight"] * scale)
-                    after_backward, after_step = masking_hooks(masks, "gradient" if scheme == "gradient" else "weight")
-                    train(model, data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
-                          eval_every=steps, seed=seed, after_backward=after_backward, after_step=after_step,
-                          progress=False)
+                    model, _ = train_masked(data, sizes=sizes, init_state=init_state, masks=masks,
+                                            scheme=scheme, density=density, steps=steps, lr=lr,
+                                            batch_size=batch_size, momentum=momentum, seed=seed)
                     acc = evaluate(model, x_test, y_test)["accuracy"]
                     sparse_acc = evaluate(sparsified(model, masks), x_test, y_test)["accuracy"]
                     records.append(dict(seed=seed, kind=kind, scheme=scheme, density=float(density),
@@ -603,11 +598,97 @@ def _density_sweep(data, *, sizes, densities, seeds, kinds, schemes, steps, lr, 
     return records
 
 
+def train_masked(data: Split, *, sizes: list[int], init_state: dict, masks: Masks, scheme: str,
+                 density: float, steps: int, lr: float, batch_size: int = 64, momentum: float = 0.9,
+                 seed: int = 0, eval_every: int | None = None):
+    """Train ``mlp(sizes)`` from ``init_state`` under one sweep ``scheme``; return ``(model, history)``.
+
+    ``"weight"`` zeroes the pruned initial weights, ``"weight_rescaled"`` also multiplies the kept
+    ones by ``1 / sqrt(density)`` (eq-masking-variance), ``"gradient"`` leaves them alone; the
+    hooks of :func:`masking_hooks` then keep the masks applied while :func:`utils.training.train`
+    runs. ``eval_every=None`` evaluates only after the last step.
+    """
+    if scheme not in SWEEP_SCHEMES:
+        raise ValueError(f"scheme must be one of {SWEEP_SCHEMES}, got {scheme!r}")
+    density = _check_density(density)
+    model = mlp(sizes)
+    model.load_state_dict(init_state)
+    if scheme in ("weight", "weight_rescaled"):
+        scale = 1.0 / math.sqrt(density) if scheme == "weight_rescaled" else 1.0
+        with torch.no_grad():
+            for name, layer in linear_layers(model):
+                layer.weight.mul_(masks[f"{name}.weight"] * scale)
+    hooks = masking_hooks(masks, "gradient" if scheme == "gradient" else "weight")
+    history = train(model, data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
+                    eval_every=eval_every or steps, seed=seed, after_backward=hooks[0],
+                    after_step=hooks[1], progress=False)
+    return model, history
+
+
+def training_curves(data: Split, *, sizes: list[int], density: float, seeds: list[int],
+                    kind: str = "random", steps: int = 1000, eval_every: int = 50,
+                    lr: float = 0.05, batch_size: int = 64, momentum: float = 0.9,
+                    threads: int | None = 1) -> dict:
+    """Test accuracy against the training step for the three sweep schemes and the dense net.
+
+    One run per seed and scheme, at one ``density``, with the masks and initialisation of
+    :func:`density_sweep` (a ``"magnitude"`` mask comes from the dense network trained for
+    ``steps`` steps). Returns ``{"step": [...], "dense" / scheme: array (seeds, evaluations)}``
+    of test accuracies in [0, 1].
+    """
+    density = _check_density(density)
+    if kind not in ("random", "magnitude"):
+        raise ValueError(f"kind must be 'random' or 'magnitude', got {kind!r}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every must be an int >= 1, got {eval_every!r}")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    curves: dict = {}
+    try:
+        for seed in seeds:
+            torch.manual_seed(seed)
+            dense = mlp(sizes)
+            init_state = copy.deepcopy(dense.state_dict())
+            hist = train(dense, data, steps=steps, lr=lr, batch_size=batch_size,
+                         momentum=momentum, eval_every=eval_every, seed=seed, progress=False)
+            curves["step"] = list(hist.step)
+            curves.setdefault("dense", []).append(hist.test_accuracy)
+            masks = layer_masks(dense, density, kind=kind, seed=seed + 10_000, reference=dense)
+            for scheme in SWEEP_SCHEMES:
+                _, hist = train_masked(data, sizes=sizes, init_state=init_state, masks=masks,
+                                       scheme=scheme, density=density, steps=steps, lr=lr,
+                                       batch_size=batch_size, momentum=momentum, seed=seed,
+                                       eval_every=eval_every)
+                curves.setdefault(scheme, []).append(hist.test_accuracy)
+    finally:
+        torch.set_num_threads(old_threads)
+    return {k: (v if k == "step" else np.array(v)) for k, v in curves.items()}
+
+
+def plot_training_curves(ax, curves: dict, title: str | None = None) -> None:
+    """Mean test accuracy (%) against the step, with a min-max band over seeds, per scheme."""
+    style = {"dense": dict(color="black", label="dense network"),
+             **{s: _SCHEME_STYLE[(s, "test_accuracy")] for s in SWEEP_SCHEMES}}
+    for key, st in style.items():
+        if key not in curves:
+            continue
+        acc = 100 * np.asarray(curves[key])
+        ax.plot(curves["step"], acc.mean(axis=0), color=st["color"], label=st["label"])
+        ax.fill_between(curves["step"], acc.min(axis=0), acc.max(axis=0), color=st["color"],
+                        alpha=0.2, lw=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test accuracy (%)")
+    if title:
+        ax.set_title(title)
+
+
+
 def summarize_sweep(records: list[dict], key: str = "test_accuracy") -> dict[tuple[str, str], dict[str, np.ndarray]]:
     """Mean and standard deviation over seeds of ``key`` per ``(kind, scheme)`` and density.
 
-    Returns ``{(kind, scheme): {"density": (D,), "mean": (D,), "std": (D,), "n": (D,)}}``, densities
-    in decreasing order.
+    Returns ``{(kind, scheme): {"density": (D,), "mean": (D,), "std": (D,), "min": (D,),
+    "max": (D,), "n": (D,)}}``, densities in decreasing order.
     """
     if not records:
         raise ValueError("records must be a non-empty list (the output of density_sweep)")
@@ -620,6 +701,8 @@ def summarize_sweep(records: list[dict], key: str = "test_accuracy") -> dict[tup
         vals = [np.array([r[key] for r in rows if r["density"] == d]) for d in dens]
         out[(kind, scheme)] = {"density": np.array(dens), "mean": np.array([v.mean() for v in vals]),
                                "std": np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in vals]),
+                               "min": np.array([v.min() for v in vals]),
+                               "max": np.array([v.max() for v in vals]),
                                "n": np.array([len(v) for v in vals])}
     return out
 
@@ -637,20 +720,26 @@ def sweep_table(records: list[dict], kind: str = "random") -> str:
 
     Columns: density, weights used at inference by the weight-masked network (mean over seeds),
     weight masking, weight masking with rescaled initialisation, gradient masking as trained, and
-    gradient masking evaluated as a sparse network.
+    gradient masking evaluated as a sparse network; each cell is ``mean min-max`` over the seeds.
+    The table is 68 characters wide.
     """
     rows = [r for r in records if r["kind"] == kind]
     if not rows:
         raise ValueError(f"no records for kind={kind!r}")
     seeds = sorted({r["seed"] for r in rows})
-    lines = [f"{kind} mask: test accuracy (%), mean over {len(seeds)} seeds",
-             f"{'density':>8} {'weights':>8} | {'weight':>7} {'rescaled':>8} | {'gradient':>8} {'as sparse':>9}"]
+    columns = [(s, "test_accuracy") for s in SWEEP_SCHEMES] + [("gradient", "sparse_test_accuracy")]
+    lines = [f"{kind} mask: test accuracy (%), mean min-max over {len(seeds)} seeds",
+             f"{'dens.':>5} {'weights':>7} | {'weight':>13} {'rescaled':>13} | "
+             f"{'gradient':>13} {'as sparse':>13}"]
     for d in sorted({r["density"] for r in rows}, reverse=True):
         weights = np.mean([r["weights"] for r in rows if r["density"] == d and r["scheme"] == "weight"])
-        acc = [100 * mean_accuracy(rows, kind, s, d) if any(r["scheme"] == s for r in rows) else float("nan")
-               for s in SWEEP_SCHEMES]
-        sparse = 100 * mean_accuracy(rows, kind, "gradient", d, "sparse_test_accuracy")
-        lines.append(f"{d:8.2f} {weights:8.0f} | {acc[0]:7.1f} {acc[1]:8.1f} | {acc[2]:8.1f} {sparse:9.1f}")
+        cells = []
+        for scheme, key in columns:
+            vals = [100 * r[key] for r in rows if r["density"] == d and r["scheme"] == scheme]
+            cells.append(f"{np.mean(vals):5.1f} {min(vals):3.0f}-{max(vals):<3.0f}" if vals
+                         else f"{'nan':>13}")
+        lines.append(f"{d:5.2f} {weights:7.0f} | {cells[0]} {cells[1]} | {cells[2]} {cells[3]}"
+                     .rstrip())
     return "\n".join(lines)
 
 
@@ -666,7 +755,7 @@ _SCHEME_STYLE = {
 
 def plot_accuracy_vs_density(ax, records: list[dict], kind: str = "random", chance: float | None = 0.1,
                              show_sparse: bool = True) -> None:
-    """Test accuracy (mean ± std over seeds) against density on a log x axis, one line per scheme.
+    """Test accuracy (mean over seeds, bars from min to max) against density, log x axis.
 
     With ``show_sparse`` the gradient-masked networks are also drawn evaluated as sparse networks.
     """
@@ -677,8 +766,9 @@ def plot_accuracy_vs_density(ax, records: list[dict], kind: str = "random", chan
         summary = summarize_sweep([r for r in records if r["kind"] == kind], key=key).get((kind, scheme))
         if summary is None:
             continue
-        ax.errorbar(summary["density"], 100 * summary["mean"], yerr=100 * summary["std"], capsize=3,
-                    **_SCHEME_STYLE[(scheme, key)])
+        mean = 100 * summary["mean"]
+        spread = [mean - 100 * summary["min"], 100 * summary["max"] - mean]
+        ax.errorbar(summary["density"], mean, yerr=spread, capsize=3, **_SCHEME_STYLE[(scheme, key)])
     if chance is not None:
         ax.axhline(100 * chance, color="grey", lw=0.8, ls=":", label="chance")
     ax.set_xscale("log")
@@ -734,20 +824,31 @@ def explorer_run(density: float = 0.3, scheme: str = "weight", steps: int = 20, 
             "Weff": layer.effective_weight().detach().clone(), "loss": torch.tensor(losses)}
 
 
-def plot_masking_explorer(fig, density: float = 0.3, scheme: str = "weight", steps: int = 20, seed: int = 0) -> None:
-    """Explorer panel: ``W_0``, ``M``, ``dL/dW`` at step 0, ``W_k - W_0`` and the effective weight after ``k`` steps.
+#: The explorer's one colour scale: every weight-valued panel maps [-1, 1] to blue..red.
+EXPLORER_VMAX = 1.0
 
-    Red/blue are signs (colour scale centred on zero); the same scale is used for ``W_0`` and the
-    effective weight. Draws onto a matplotlib ``Figure`` or ``SubFigure``.
+
+def plot_masking_explorer(fig, density: float = 0.3, scheme: str = "weight", steps: int = 20,
+                          seed: int = 0, lr: float = 0.1) -> None:
+    """Explorer panel: ``W_0``, ``M``, the first update, ``W_k - W_0`` and the weight used at step k.
+
+    The four weight-valued panels share one colour scale, the same for every setting
+    (:data:`EXPLORER_VMAX`; red positive, blue negative, values beyond it saturate), shown by one
+    colour bar. The first update ``-lr dL/dW`` is small, so it is drawn times 10. Draws onto a
+    matplotlib ``Figure`` or ``SubFigure``.
     """
-    run = explorer_run(density=density, scheme=scheme, steps=steps, seed=seed)
-    axes = fig.subplots(1, 5)
-    wmax = float(max(run["W0"].abs().max(), run["Weff"].abs().max()))
-    heatmap(axes[0], run["W0"], title="$W_0$", vmax=wmax, colorbar=False)
-    heatmap(axes[1], run["M"], title=f"$M$ (density {density:.2g})", symmetric=False, cmap="Greys",
+    run = explorer_run(density=density, scheme=scheme, steps=steps, seed=seed, lr=lr)
+    axes = fig.subplots(1, 6, width_ratios=[1, 1, 1, 1, 1, 0.08])
+    v = EXPLORER_VMAX
+    heatmap(axes[0], run["W0"], title="$W_0$", vmax=v, colorbar=False)
+    heatmap(axes[1], run["M"], title=f"$M$ (density {density:.2g})", symmetric=False,
+            cmap="Greys", colorbar=False)
+    heatmap(axes[2], -10 * lr * run["grad0"], title="first update $\\times 10$", vmax=v,
             colorbar=False)
-    heatmap(axes[2], run["grad0"], title=r"$\partial L/\partial W$ at step 0", colorbar=False)
-    heatmap(axes[3], run["Wk"] - run["W0"], title=f"$W_{{{steps}}} - W_0$ (updates)", colorbar=False)
-    heatmap(axes[4], run["Weff"], title=f"weight used at step {steps}", vmax=wmax, colorbar=False)
+    heatmap(axes[3], run["Wk"] - run["W0"], title=f"$W_{{{steps}}} - W_0$ (updates)", vmax=v,
+            colorbar=False)
+    image = heatmap(axes[4], run["Weff"], title=f"weight used at step {steps}", vmax=v,
+                    colorbar=False)
+    fig.colorbar(image, cax=axes[5], extend="both")
     loss0, lossk = float(run["loss"][0]), float(run["loss"][-1])
     axes[4].set_xlabel(f"loss {loss0:.2f} → {lossk:.2f}", fontsize="small")

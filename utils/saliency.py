@@ -46,6 +46,8 @@ __all__ = [
     "cut_saliency",
     "cut_edges",
     "homogeneity_defect",
+    "grasp_defect",
+    "plot_neuron_in_out",
     "conservation_report",
     "loglog_slope",
     "plot_conservation",
@@ -503,8 +505,9 @@ def plot_conservation(fig, activation: str = "relu", bias: bool = False, depth: 
     ax_n.yaxis.set_major_locator(MaxNLocator(3))
     ax_n.set_xlabel(r"incoming $S^{\mathrm{in}}_j$")
     ax_n.set_ylabel(r"outgoing $S^{\mathrm{out}}_j$")
-    if len(flows) <= 4:
-        ax_n.legend(fontsize="x-small")
+    if len(flows) <= 4:  # below the axes: no legend on the data
+        ax_n.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.3),
+                    ncols=2, frameon=False)
     gap = max(float(f.gap.abs().max()) for f in flows)
     ax_n.set_title(f"max |in - out| = {gap:.1e}", fontsize="small")
     values = list(totals.values())
@@ -514,6 +517,60 @@ def plot_conservation(fig, activation: str = "relu", bias: bool = False, depth: 
     ax_l.set_xlabel("weight matrix $l$")
     ax_l.set_ylabel("total saliency of $\\theta^{(l)}$")
     ax_l.set_xticks(range(1, len(values) + 1))
-    ax_l.legend(fontsize="x-small")
+    ax_l.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=2,
+                frameon=False)
     spread = max(values) - min(values)
     return {"max_neuron_gap": gap, "layer_spread": spread}
+
+
+def grasp_defect(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+                 temperature: float | None = None) -> list[torch.Tensor]:
+    """How far GraSP's scores are from Theorem 1, per hidden neuron (eq-saliency-grasp-defect).
+
+    GraSP scores ``(H g) * theta`` with ``H g = d/dtheta (|g|^2 / 2)``, ``g = dL/dtheta`` of the
+    cross-entropy of the logits divided by ``temperature`` (default: the scorer's
+    :data:`utils.pruning.scores.GRASP_TEMPERATURE`). Rescaling row ``j`` of ``W^(l)`` by ``lambda``
+    and column ``j`` of ``W^(l+1)`` by ``1/lambda`` leaves ``L`` unchanged and maps the gradients
+    to ``g_in / lambda`` and ``lambda g_out``; differentiating ``|g|^2 / 2`` at ``lambda = 1``
+    gives ``S_in_j - S_out_j = |g_out_j|^2 - |g_in_j|^2`` exactly. Returns that right-hand side,
+    one tensor per hidden layer. The model must have no biases (GraSP does not score them).
+    """
+    from torch.nn import functional as F
+
+    from .pruning.scores import GRASP_TEMPERATURE
+
+    temperature = GRASP_TEMPERATURE if temperature is None else temperature
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    layers = [layer for _, layer, _ in _blocks(model)]
+    if any(layer.bias is not None for layer in layers):
+        raise ValueError("model must have no biases (GraSP scores weights only)")
+    weights = [layer.weight for layer in layers]
+    g = torch.autograd.grad(F.cross_entropy(model(x) / temperature, labels), weights)
+    return [(g[i + 1] ** 2).sum(dim=0) - (g[i] ** 2).sum(dim=1) for i in range(len(g) - 1)]
+
+
+def plot_neuron_in_out(ax, flows: list[NeuronFlows], title: str | None = None) -> None:
+    """The paper's Fig. 3 for one score: each hidden neuron at (incoming, outgoing) score sum.
+
+    One colour per hidden layer (``flows`` from :func:`neuron_flows_from_scores`); the dotted
+    diagonal is Theorem 1 (``S_in = S_out``). Both axes share one range so the diagonal is at 45°.
+    """
+    if not flows:
+        raise ValueError("flows must be a non-empty list of NeuronFlows (a network with hidden layers)")
+    values = torch.cat([torch.cat([f.incoming, f.outgoing]) for f in flows]).detach().double()
+    low, high = float(values.min()), float(values.max())
+    pad = 0.05 * (high - low) or 1.0
+    low, high = low - pad, high + pad
+    for k, f in enumerate(flows):
+        ax.plot(f.incoming.detach().cpu().numpy(), f.outgoing.detach().cpu().numpy(), "o", ms=3,
+                alpha=0.7, color=PALETTE[k % len(PALETTE)], label=f.layer)
+    ax.plot([low, high], [low, high], ":", color="#888888", lw=1)
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_aspect("equal")
+    ax.ticklabel_format(style="sci", scilimits=(-2, 3))
+    ax.set_xlabel("incoming score")
+    ax.set_ylabel("outgoing score")
+    if title:
+        ax.set_title(title, fontsize="medium")
