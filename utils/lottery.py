@@ -65,6 +65,9 @@ __all__ = [
     "genetic_search",
     "plot_paper_axes",
     "plot_round",
+    "FULL_CONFIG",
+    "mlp_factory",
+    "full_run",
 ]
 
 RESETS = ("init", "random", "rewind")
@@ -811,3 +814,104 @@ def plot_round(fig, round: int = 0, *, masks: list[Masks],
     ax.set_xlabel("training step")
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize="small", loc="lower right")
+
+
+# ---------------------------------------------------------------------------
+# full mode: the experiment at the MNIST-1D authors' scale, saved to
+# results/lottery.json (python -m utils.lottery)
+# ---------------------------------------------------------------------------
+
+#: the full-mode settings (the chapter prints them with the results)
+FULL_CONFIG = {"n": 4000, "n_val": 400, "sizes": [40, 100, 100, 10],
+               "steps": 1000, "eval_every": 20, "lr": 2e-3,
+               "batch_size": 100, "rate": 0.2, "rounds": 12,
+               "seeds": [0, 1, 2, 3, 4], "ga_seeds": [0, 1, 2],
+               "ga_population": 20, "ga_generations": 12,
+               "ga_elite": 10, "ga_swaps": 20, "ga_steps": 100,
+               "reset_seeds": [0, 1, 2], "rewind_step": 20}
+
+
+def mlp_factory(sizes: list[int]) -> Callable[[int], nn.Module]:
+    """``make_model(seed)``: :func:`utils.models.mlp` with PyTorch's default
+    initialisation drawn under ``torch.manual_seed(seed)``."""
+    from .models import mlp
+
+    def make_model(seed: int) -> nn.Module:
+        torch.manual_seed(_check_int(seed, "seed"))
+        return mlp(list(sizes))
+    return make_model
+
+
+def full_run(config: dict | None = None, progress: bool | None = None
+             ) -> dict[str, Any]:
+    """Run the chapter's experiments with ``config`` (default
+    :data:`FULL_CONFIG`) and return plain data for ``results/lottery.json``:
+    the records of :func:`lottery_experiment`, the first-layer locality per
+    round and seed (ticket and a same-count random mask), the kept inputs
+    per position and round (first seed), the IMP resets compared
+    (``init``, ``random``, ``rewind``) and the genetic search against IMP
+    at the last round's density with the same number of training steps."""
+    from .data import load_mnist1d
+
+    cfg = dict(FULL_CONFIG if config is None else config)
+    data = load_mnist1d(seed=0, n=cfg["n"])
+    split, val = split_validation(data, cfg["n_val"], seed=0)
+    make_model = mlp_factory(cfg["sizes"])
+    train_fn = make_trainer(split, val, steps=cfg["steps"],
+                            eval_every=cfg["eval_every"], lr=cfg["lr"],
+                            batch_size=cfg["batch_size"])
+    out = lottery_experiment(make_model, train_fn, cfg["seeds"],
+                             cfg["rounds"], cfg["rate"], progress=progress)
+    locality = []
+    for seed, rounds in out["masks"].items():
+        for k, masks in enumerate(rounds[1:], start=1):
+            rand = random_masks_like(masks, seed=seed + k)
+            locality.append({"seed": seed, "round": k,
+                             "ticket": locality_ratio(masks["fc1.weight"]),
+                             "random": locality_ratio(rand["fc1.weight"])})
+    first = cfg["seeds"][0]
+    positions = [out["masks"][first][k]["fc1.weight"].sum(0).tolist()
+                 for k in range(cfg["rounds"] + 1)]
+    resets = []
+    for reset in ("random", "rewind"):
+        for seed in cfg["reset_seeds"]:
+            imp = iterative_magnitude_pruning(
+                make_model, train_fn, cfg["rounds"], cfg["rate"],
+                reset=reset, seed=seed, progress=False,
+                rewind_step=cfg["rewind_step"] if reset == "rewind" else 0)
+            for r in imp["rounds"]:
+                es = r["history"]["early_stop"]
+                resets.append({"reset": reset, "seed": seed,
+                               "round": r["round"],
+                               "remaining": 100 * r["global_density"],
+                               "es_step": es["step"],
+                               "es_accuracy": es["test_accuracy"]})
+    fitness_fn = make_trainer(split, val, steps=cfg["ga_steps"],
+                              eval_every=cfg["ga_steps"] // 4, lr=cfg["lr"],
+                              batch_size=cfg["batch_size"])
+    ga = []
+    for seed in cfg["ga_seeds"]:
+        ticket = out["masks"][seed][-1]
+        search = genetic_search(make_model, fitness_fn, ticket,
+                                population=cfg["ga_population"],
+                                generations=cfg["ga_generations"],
+                                elite=cfg["ga_elite"], swaps=cfg["ga_swaps"],
+                                seed=seed, progress=False)
+        best = retrain(make_model, train_fn, search["best"], seed)
+        ga.append({"seed": seed, "fitness": search["fitness"],
+                   "trainings": search["trainings"],
+                   "steps": search["trainings"] * cfg["ga_steps"],
+                   "es_accuracy": best["early_stop"]["test_accuracy"],
+                   "es_step": best["early_stop"]["step"],
+                   "locality": locality_ratio(search["best"]["fc1.weight"])})
+    return {"config": cfg, "records": out["records"], "locality": locality,
+            "positions": positions, "resets": resets, "ga": ga}
+
+
+if __name__ == "__main__":   # python -m utils.lottery
+    from .results import save_results
+
+    torch.set_num_threads(1)
+    result = full_run()
+    save_results("lottery", result, command="python -m utils.lottery",
+                 seeds=FULL_CONFIG["seeds"])
