@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from utils.data import load_mnist1d
-from utils.lottery import (adjacent_pairs, crossover, density, early_stopping,
+from utils.lottery import (FULL_CONFIG, adjacent_pairs, full_run, headline,
+                           mlp_factory, crossover, density, early_stopping,
                            genetic_search, global_density, imp_schedule,
                            iterative_magnitude_pruning, locality_ratio,
                            lottery_experiment, magnitude_masks, make_trainer,
@@ -417,3 +418,61 @@ def test_genetic_search_runs_and_keeps_density(tiny_data):
     assert density(out["best"]) == density(template)
     with pytest.raises(ValueError, match="elite"):
         genetic_search(_make_mnist, fn, template, population=3, elite=3)
+    one = genetic_search(_make_mnist, fn, template, population=2,
+                         generations=2, elite=1, swaps=3, progress=False)
+    assert one["trainings"] == 3 and density(one["best"]) == density(template)
+
+
+# --- headline numbers and the full-mode runner -------------------------------
+
+def _rec(seed, k, rem, cond, acc, step):
+    return {"seed": seed, "round": k, "remaining": rem, "condition": cond,
+            "es_step": step, "es_accuracy": acc, "final_accuracy": acc}
+
+
+def test_headline_known_values():
+    rows = []
+    levels = [(0, 100.0), (1, 50.0), (2, 25.0), (3, 12.5)]
+    ticket = {0: 0.6, 1: 0.65, 2: 0.61, 3: 0.5}
+    reinit = {1: 0.62, 2: 0.55, 3: 0.4}
+    for seed in (0, 1):
+        for k, rem in levels:
+            rows.append(_rec(seed, k, rem, "dense", 0.6, 100))
+            rows.append(_rec(seed, k, rem, "ticket", ticket[k], 100 - 10 * k))
+            if k:
+                rows.append(_rec(seed, k, rem, "reinit", reinit[k], 100))
+    h = headline(rows)
+    assert list(h["remaining"]) == [50.0, 25.0, 12.5]
+    assert np.allclose(h["es_ratio"], [0.9, 0.8, 0.7])
+    assert h["ticket_ge_dense_down_to"] == 25.0
+    assert h["reinit_below_dense_from"] == 25.0
+    assert np.allclose(h["accuracy"]["reinit"], [0.62, 0.55, 0.4])
+    bad = [r for r in rows if r["condition"] != "reinit"]
+    with pytest.raises(ValueError, match="reinit"):
+        headline(bad)
+
+
+def test_mlp_factory_is_seeded():
+    make = mlp_factory([5, 4, 2])
+    assert torch.equal(make(3).fc1.weight, make(3).fc1.weight)
+    assert not torch.equal(make(3).fc1.weight, make(4).fc1.weight)
+    with pytest.raises(ValueError, match="seed"):
+        make(-1)
+
+
+def test_full_run_small_config_round_trips(tmp_path):
+    from utils.results import load_results, save_results
+
+    cfg = dict(FULL_CONFIG, n=300, n_val=40, steps=10, eval_every=5,
+               rounds=1, seeds=[0, 1], ga_seeds=[0], ga_population=3,
+               ga_generations=2, ga_elite=1, ga_steps=4, reset_seeds=[0],
+               rewind_step=2)
+    out = full_run(cfg, progress=False)
+    assert {r["condition"] for r in out["records"]} == {
+        "dense", "ticket", "reinit", "random mask", "synflow"}
+    assert len(out["locality"]) == 2 and len(out["positions"]) == 2
+    assert {r["reset"] for r in out["resets"]} == {"random", "rewind"}
+    assert out["ga"][0]["trainings"] == 3 + 2
+    save_results("lottery", out, command="test", seeds=[0, 1], root=tmp_path)
+    back = load_results("lottery", root=tmp_path)["data"]
+    assert summarize(back["records"])["ticket"]["mean"].shape == (2,)

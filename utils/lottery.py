@@ -58,6 +58,7 @@ __all__ = [
     "retrain",
     "lottery_experiment",
     "summarize",
+    "headline",
     "adjacent_pairs",
     "locality_ratio",
     "crossover",
@@ -728,7 +729,8 @@ def genetic_search(make_model: Callable[[int], nn.Module],
         scores = [scores[i] for i in order]
         seen = {_key(m) for m in pop}
         while len(pop) < population:
-            i, j = torch.randperm(elite, generator=generator)[:2].tolist()
+            i, j = (0, 0) if elite == 1 else \
+                torch.randperm(elite, generator=generator)[:2].tolist()
             child = mutate(crossover(pop[i], pop[j], generator), swaps,
                            generator)
             while _key(child) in seen:
@@ -915,3 +917,44 @@ if __name__ == "__main__":   # python -m utils.lottery
     result = full_run()
     save_results("lottery", result, command="python -m utils.lottery",
                  seeds=FULL_CONFIG["seeds"])
+
+
+def headline(records: list[dict]) -> dict[str, Any]:
+    """The paper's three headline comparisons, from
+    :func:`lottery_experiment` records (means over seeds).
+
+    * ``es_ratio``: per pruned round, ticket early-stop step / dense;
+    * ``ticket_ge_dense_down_to``: the lowest percent remaining down to
+      which the ticket's accuracy at early stop is >= the dense network's
+      at every level (``nan`` if not even at the first pruned level);
+    * ``reinit_below_dense_from``: the highest percent remaining from which
+      on the re-initialised ticket is below the dense network at every
+      lower level (``nan`` if it is not below at the sparsest level).
+
+    Also returns ``remaining`` and the mean accuracies per condition.
+    """
+    acc, es = summarize(records, "es_accuracy"), summarize(records, "es_step")
+    for cond in ("dense", "ticket", "reinit"):
+        if cond not in acc:
+            raise ValueError(f"records must contain the condition {cond!r}")
+    pruned = acc["ticket"]["round"] > 0
+    remaining = acc["ticket"]["remaining"][pruned]
+    dense_acc = acc["dense"]["mean"][pruned]
+    ticket_acc = acc["ticket"]["mean"][pruned]
+    reinit_acc = acc["reinit"]["mean"]
+    down_to = math.nan
+    for r, t, d in zip(remaining, ticket_acc, dense_acc):
+        if t < d:
+            break
+        down_to = float(r)
+    below_from = math.nan
+    for r, a, d in zip(remaining[::-1], reinit_acc[::-1], dense_acc[::-1]):
+        if a >= d:
+            break
+        below_from = float(r)
+    return {"remaining": remaining,
+            "es_ratio": es["ticket"]["mean"][pruned] / es["dense"]["mean"][
+                pruned],
+            "ticket_ge_dense_down_to": down_to,
+            "reinit_below_dense_from": below_from,
+            "accuracy": {c: s["mean"][s["round"] > 0] for c, s in acc.items()}}
