@@ -352,7 +352,8 @@ def test_adjacent_pairs_and_locality_known_values():
     assert adjacent_pairs(m) == 1
     # expected: (3*2 + 2*1) / 4 = 2
     assert locality_ratio(m) == pytest.approx(0.5)
-    assert locality_ratio(torch.tensor([[1., 1., 1., 1.]])) == pytest.approx(1.0)
+    full_row = torch.tensor([[1., 1., 1., 1.]])
+    assert locality_ratio(full_row) == pytest.approx(1.0)
     assert math.isnan(locality_ratio(torch.eye(3)))
     with pytest.raises(ValueError, match="2-D"):
         adjacent_pairs(torch.ones(3))

@@ -1,28 +1,34 @@
-"""Lottery tickets: find them, test them, question them (chapter ``04_lottery``).
+"""Lottery tickets: find them, test them, question them (``04_lottery``).
 
-Frankle & Carbin {cite}`frankle2019lottery` find a *winning ticket* by iterative magnitude
-pruning (IMP): train, remove a fraction ``p`` of the weights each layer still has (the output
-layer at ``p / 2``), reset the survivors to their initial values ``W0``, repeat. A ticket wins
-if, trained alone from ``m * W0``, it reaches the dense network's minimum validation loss no
-later (``j' <= j``) and with test accuracy no lower (``a' >= a``) at that point
-(``eq-lottery-ticket`` in the chapter).
+Frankle & Carbin {cite}`frankle2019lottery` find a *winning ticket* by
+iterative magnitude pruning (IMP): train, remove a fraction ``p`` of the
+weights each layer still has (the output layer at ``p / 2``), reset the
+survivors to their initial values ``W0``, repeat. A ticket wins if, trained
+alone from ``m * W0``, it reaches the dense network's minimum validation loss
+no later (``j' <= j``) and with test accuracy no lower (``a' >= a``) at that
+point (``eq-lottery-ticket`` in the chapter).
 
-* masks: :func:`magnitude_masks` (one IMP pruning step, layer-wise), :func:`random_masks_like`
-  (the random-mask control with the same per-layer counts);
-* training: :func:`split_validation` (a validation split separate from the test set),
-  :func:`make_trainer` (masked training that records validation loss and test accuracy) and
-  :func:`early_stopping` (the paper's early-stopping iteration and the accuracy there);
-* the algorithm: :func:`iterative_magnitude_pruning` with ``reset`` in ``{"init", "random",
-  "rewind"}`` (rewinding to step ``k``, Frankle et al. {cite}`frankle2020linear`);
-* the chapter's experiments: :func:`lottery_experiment` (ticket vs random re-initialisation vs
-  random mask vs dense vs SynFlow), :func:`summarize`, :func:`imp_schedule`,
-  :func:`adjacent_pairs` / :func:`locality_ratio` (the spatial-prior test), and
-  :func:`genetic_search` (the notes' Research Question 1);
+* masks: :func:`magnitude_masks` (one IMP pruning step, layer-wise),
+  :func:`random_masks_like` (the random-mask control, same per-layer counts);
+* training: :func:`split_validation` (a validation split separate from the
+  test set), :func:`make_trainer` (masked training that records validation
+  loss and test accuracy) and :func:`early_stopping` (the paper's
+  early-stopping iteration and the accuracy there);
+* the algorithm: :func:`iterative_magnitude_pruning` with ``reset`` in
+  ``{"init", "random", "rewind"}`` (rewinding to step ``k``, Frankle et al.
+  {cite}`frankle2020linear`);
+* the chapter's experiments: :func:`lottery_experiment` (ticket vs random
+  re-initialisation vs random mask vs dense vs SynFlow), :func:`summarize`,
+  :func:`headline`, :func:`imp_schedule`, :func:`adjacent_pairs` /
+  :func:`locality_ratio` (the spatial-prior test), :func:`genetic_search`
+  (the notes' Research Question 1) and :func:`full_run` (full mode,
+  ``python -m utils.lottery`` writes ``results/lottery.json``);
 * figures: :func:`plot_paper_axes`, :func:`plot_round` (the explorer panel).
 
-A mask is a ``dict[str, Tensor]`` keyed by parameter name (``"fc1.weight"``), shaped like the
-parameter, holding 0 and 1. The prunable parameters are the weights of the model's
-``nn.Linear`` layers, in forward order; biases are never pruned.
+A mask is a ``dict[str, Tensor]`` keyed by parameter name (``"fc1.weight"``),
+shaped like the parameter, holding 0 and 1. The prunable parameters are the
+weights of the model's ``nn.Linear`` layers, in forward order; biases are
+never pruned.
 """
 
 from __future__ import annotations
@@ -72,7 +78,7 @@ __all__ = [
 ]
 
 RESETS = ("init", "random", "rewind")
-#: the four networks of the paper's Figs 3-4, plus SynFlow (pruned before training)
+#: the four networks of the paper's Figs 3-4, plus SynFlow (pruned untrained)
 CONDITIONS = ("dense", "ticket", "reinit", "random mask", "synflow")
 CONDITION_COLORS = {"dense": PALETTE[7], "ticket": PALETTE[0],
                     "reinit": PALETTE[1], "random mask": PALETTE[2],
@@ -116,7 +122,7 @@ def _check_mask_dict(masks: Masks, name: str = "masks") -> Masks:
 
 
 def _check_masks_for(model: nn.Module, masks: Masks, name: str) -> Masks:
-    """``masks`` must have one 0/1 tensor per prunable weight, shaped like it."""
+    """``masks``: one 0/1 tensor per prunable weight, shaped like it."""
     _check_mask_dict(masks, name)
     weights = prunable_weights(model)
     if set(masks) != set(weights):
