@@ -37,6 +37,7 @@ import copy
 import math
 from typing import Any, Callable
 
+import matplotlib
 import numpy as np
 import torch
 from torch import nn
@@ -812,7 +813,7 @@ def plot_round(fig, round: int = 0, *, masks: list[Masks],
         ax.set_yticks([])
     axes[0].set_ylabel("output unit", fontsize="small")
     ax = axes[-1]
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    cmap = matplotlib.colormaps["viridis"]
     for k in range(round + 1):
         h = histories[k]
         ax.plot(h["step"], 100 * np.asarray(h["test_accuracy"]),
