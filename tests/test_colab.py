@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -11,6 +12,10 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import reliable_replies  # noqa: E402  (nbclient's lost wake-ups, issue 12)
+
+reliable_replies.install()
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists() or shutil.which("git") is None,
@@ -30,7 +35,8 @@ def test_conventions_page_runs_alone_after_cloning_the_book(tmp_path, monkeypatc
         "import json, utils\nprint(json.dumps({'utils': utils.__file__, 'root': str(BOOK_ROOT)}))"))
     monkeypatch.setenv("BOOK_REPO_URL", str(ROOT))
     monkeypatch.setenv("BOOK_PROGRESS", "0")
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
+    timeout = int(os.environ.get("BOOK_CELL_TIMEOUT", 180))
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(workdir)}}).execute()
 
     report = json.loads(notebook.cells[-1].outputs[0]["text"])

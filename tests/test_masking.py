@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from utils.data import load_digits_tensors
-from utils.masking import (MODES, MaskedLinear, apply_masks, check_mask, count_weights, density_sweep,
+from utils.masking import (MODES, MaskedLinear, apply_masks_, check_mask, check_masks, count_weights, density_sweep,
                            explorer_run, gradient_only_mask, layer_masks, magnitude_mask, masked_bias_grad,
                            masked_weight_grad, masking_hooks, mean_accuracy, plot_accuracy_vs_density,
                            plot_masking_explorer, random_mask, sparsified, straight_through, summarize_sweep,
-                           sweep_table)
+                           sweep_table, wrap_masked)
 from utils.models import linear_layers, mlp
 from utils.training import train
 
@@ -107,7 +107,7 @@ def test_forward_only_trains_the_same_effective_network_as_weight_masking():
     torch.manual_seed(0)
     base = mlp([64, 16, 10], dtype=F64)
     masks = layer_masks(base, 0.3, kind="random", seed=0)
-    nets = {m: apply_masks(copy.deepcopy(base), masks, mode=m) for m in ("weight", "forward_only")}
+    nets = {m: wrap_masked(copy.deepcopy(base), masks, mode=m) for m in ("weight", "forward_only")}
     for net in nets.values():
         train(net, data, steps=30, lr=0.05, seed=0, progress=False)
     for (_, a), (_, b) in zip(linear_layers(nets["weight"]), linear_layers(nets["forward_only"])):
@@ -120,11 +120,11 @@ def test_gradient_mode_freezes_pruned_weights_at_their_initial_values():
     torch.manual_seed(0)
     net = mlp([64, 16, 10])
     masks = layer_masks(net, 0.2, kind="random", seed=1)
-    apply_masks(net, masks, mode="gradient")
+    wrap_masked(net, masks, mode="gradient")
     before = {n: l.weight.detach().clone() for n, l in linear_layers(net)}
     train(net, data, steps=20, seed=0, progress=False)
     for name, layer in linear_layers(net):
-        off = masks[name] == 0
+        off = masks[f"{name}.weight"] == 0
         assert torch.equal(layer.weight[off], before[name][off])
         assert not torch.equal(layer.weight[~off], before[name][~off])
 
@@ -139,16 +139,16 @@ def test_hooks_agree_with_masked_linear(scheme):
     if scheme == "weight":
         with torch.no_grad():
             for name, layer in linear_layers(plain):
-                layer.weight.mul_(masks[name])
+                layer.weight.mul_(masks[f"{name}.weight"])
     after_backward, after_step = masking_hooks(masks, scheme)
     train(plain, data, steps=25, seed=0, after_backward=after_backward, after_step=after_step, progress=False)
-    masked = apply_masks(copy.deepcopy(base), masks, mode=scheme)
+    masked = wrap_masked(copy.deepcopy(base), masks, mode=scheme)
     train(masked, data, steps=25, seed=0, progress=False)
     for (_, a), (_, b) in zip(linear_layers(plain), linear_layers(masked)):
         torch.testing.assert_close(a.weight, b.effective_weight(), rtol=0, atol=1e-12)
 
 
-# ---------------------------------------------------------------- masks, apply_masks, helpers
+# ---------------------------------------------------------------- masks, wrap_masked, apply_masks_, helpers
 
 def test_random_and_magnitude_masks_have_the_requested_density():
     g = torch.Generator().manual_seed(0)
@@ -159,34 +159,34 @@ def test_random_and_magnitude_masks_have_the_requested_density():
     assert int(m.sum()) == 3 and sorted(w[m == 1].abs().tolist()) == [5.0, 5.0, 6.0]
 
 
-def test_apply_masks_on_an_mlp():
+def test_wrap_masked_on_an_mlp():
     torch.manual_seed(0)
     net = mlp([6, 5, 4, 3])
     masks = layer_masks(net, 0.5, kind="magnitude")
     x = torch.randn(7, 6)
     expected = x
     for name, layer in linear_layers(net):
-        expected = torch.nn.functional.linear(expected, layer.weight * masks[name], layer.bias)
+        expected = torch.nn.functional.linear(expected, layer.weight * masks[f"{name}.weight"], layer.bias)
         if name != "fc3":
             expected = torch.relu(expected)
-    apply_masks(net, masks, mode="weight")
+    wrap_masked(net, masks, mode="weight")
     assert [type(l).__name__ for _, l in linear_layers(net)] == ["MaskedLinear"] * 3
     torch.testing.assert_close(net(x), expected)
-    apply_masks(net, {"fc2": torch.ones(4, 5)}, mode="gradient")  # already masked: mask and mode updated
+    wrap_masked(net, {"fc2.weight": torch.ones(4, 5)}, mode="gradient")  # already masked: mask and mode updated
     assert net.fc2.mode == "gradient" and float(net.fc2.mask.mean()) == 1.0 and net.fc1.mode == "weight"
 
 
-def test_apply_masks_takes_the_masks_that_pruning_returns():
+def test_wrap_masked_takes_the_masks_that_pruning_returns():
     from utils.pruning import prune
 
     torch.manual_seed(0)
     net = mlp([6, 5, 4, 3], bias=False)
     masks = prune(net, "magnitude", compression=4.0)          # keyed "fc1.weight", ...
-    apply_masks(net, masks, mode="weight")
+    wrap_masked(net, masks, mode="weight")
     for name, layer in linear_layers(net):
         assert torch.equal(layer.mask, masks[f"{name}.weight"].to(layer.mask.dtype))
     with pytest.raises(ValueError, match="fc9"):
-        apply_masks(net, {"fc9.weight": torch.ones(5, 6)})
+        wrap_masked(net, {"fc9.weight": torch.ones(5, 6)})
 
 
 def test_count_weights_and_sparsified():
@@ -264,17 +264,124 @@ def test_invalid_arguments_raise():
         magnitude_mask(torch.ones(2, 2), 0)
     with pytest.raises(ValueError, match="kind"):
         layer_masks(mlp([3, 2]), 0.5, kind="snip")
-    with pytest.raises(ValueError, match="not nn.Linear layers"):
-        apply_masks(mlp([3, 2]), {"fc9": torch.ones(2, 3)})
-    with pytest.raises(ValueError, match=r"masks\['fc1'\] must have shape"):
-        apply_masks(mlp([3, 2]), {"fc1": torch.ones(3, 2)})
+    with pytest.raises(ValueError, match="'fc9.weight', which is not a prunable weight"):
+        wrap_masked(mlp([3, 2]), {"fc9.weight": torch.ones(2, 3)})
+    with pytest.raises(ValueError, match=r"masks\['fc1.weight'\] must have shape"):
+        wrap_masked(mlp([3, 2]), {"fc1.weight": torch.ones(3, 2)})
     with pytest.raises(ValueError, match="mode"):
-        apply_masks(mlp([3, 2]), {"fc1": torch.ones(2, 3)}, mode="dense")
+        wrap_masked(mlp([3, 2]), {"fc1.weight": torch.ones(2, 3)}, mode="dense")
     with pytest.raises(ValueError, match="forward_only"):
         masking_hooks({}, "forward_only")
     with pytest.raises(ValueError, match="no prunable layer"):
-        apply_masks(torch.nn.ReLU(), {"fc1": torch.ones(2, 3)})
+        wrap_masked(torch.nn.ReLU(), {"fc1.weight": torch.ones(2, 3)})
     with pytest.raises(ValueError, match="schemes"):
         density_sweep(load_digits_tensors(), sizes=[64, 10], densities=[0.5], seeds=[0], schemes=("snip",))
     with pytest.raises(ValueError, match="threads"):
         density_sweep(load_digits_tensors(), sizes=[64, 10], densities=[0.5], seeds=[0], threads=0)
+
+
+# ---------------------------------------------------------------- the one mask convention
+
+def _conv_net():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+
+
+def test_check_masks_accepts_parameter_names_of_any_prunable_layer():
+    net = _conv_net()
+    masks = {"0.weight": torch.ones(2, 1, 3, 3, dtype=torch.bool), "2.weight": torch.zeros(3, 32)}
+    assert check_masks(masks, net) is masks
+    assert check_masks(masks) is masks                       # without a model: only the values are checked
+
+
+@pytest.mark.parametrize("masks, error, match", [
+    ({"fc1": torch.ones(3, 4)}, ValueError, r"key 'fc1', which is not a prunable weight.*'fc1.weight'"),
+    ({"fc1.bias": torch.ones(3)}, ValueError, "key 'fc1.bias'"),
+    ({"fc1.weight": torch.ones(4, 3)}, ValueError, r"masks\['fc1.weight'\] must have shape \(3, 4\)"),
+    ({"fc1.weight": torch.full((3, 4), 0.5)}, ValueError, r"masks\['fc1.weight'\] must be binary"),
+    ({"fc1.weight": [[1.0]]}, TypeError, r"masks\['fc1.weight'\] must be a torch.Tensor"),
+    ({}, ValueError, "non-empty"),
+    ([torch.ones(3, 4)], TypeError, "must be a dict"),
+])
+def test_check_masks_names_the_bad_key_or_shape(masks, error, match):
+    with pytest.raises(error, match=match):
+        check_masks(masks, mlp([4, 3, 2]))
+
+
+def test_every_function_that_takes_masks_rejects_layer_names():
+    net = mlp([4, 3, 2])
+    bad = {"fc1": torch.ones(3, 4)}
+    for call in (lambda: wrap_masked(copy.deepcopy(net), bad), lambda: apply_masks_(copy.deepcopy(net), bad),
+                 lambda: sparsified(net, bad)):
+        with pytest.raises(ValueError, match="key 'fc1'"):
+            call()
+    after_backward, _ = masking_hooks(bad, "gradient")
+    with pytest.raises(ValueError, match="key 'fc1'"):       # a clear error, not a bare KeyError
+        after_backward(net, 0)
+
+
+def test_apply_masks_multiplies_in_place_once():
+    torch.manual_seed(0)
+    net = mlp([4, 3, 2])
+    w = net.fc1.weight.detach().clone()
+    m = torch.tensor([[1, 0, 1, 0]] * 3)
+    assert apply_masks_(net, {"fc1.weight": m}) is net
+    assert torch.equal(net.fc1.weight.detach(), w * m)
+    assert type(net.fc1).__name__ == "Linear"                 # no wrapping: the layer is unchanged
+
+
+def test_layer_masks_are_keyed_by_parameter_name():
+    masks = layer_masks(mlp([6, 5, 4]), 0.5, kind="random", seed=0)
+    assert list(masks) == ["fc1.weight", "fc2.weight"]
+    assert [int(m.sum()) for m in masks.values()] == [15, 10]
+
+
+# ---------------------------------------------------------------- the data behind the chapter's table and figure
+
+def _known_records():
+    """Two seeds; every (scheme, density) has its own accuracy so that a swapped column shows."""
+    acc = {  # (scheme, density): (seed 0, seed 1) test accuracy, sparse test accuracy, weights
+        ("weight", 1.0): ((0.90, 0.92), (0.90, 0.92), (1000, 1000)),
+        ("weight_rescaled", 1.0): ((0.90, 0.92), (0.90, 0.92), (1000, 1000)),
+        ("gradient", 1.0): ((0.90, 0.92), (0.90, 0.92), (1000, 1000)),
+        ("weight", 0.1): ((0.50, 0.60), (0.50, 0.60), (100, 102)),
+        ("weight_rescaled", 0.1): ((0.70, 0.72), (0.70, 0.72), (99, 99)),
+        ("gradient", 0.1): ((0.80, 0.84), (0.30, 0.20), (1000, 1000)),
+    }
+    return [dict(seed=s, kind="random", scheme=sc, density=d, test_accuracy=a[s], sparse_test_accuracy=sp[s],
+                 weights=w[s]) for (sc, d), (a, sp, w) in acc.items() for s in (0, 1)]
+
+
+def test_sweep_table_exact_rows():
+    assert sweep_table(_known_records(), "random").splitlines() == [
+        "random mask: test accuracy (%), mean over 2 seeds",
+        " density  weights |  weight rescaled | gradient as sparse",
+        "    1.00     1000 |    91.0     91.0 |     91.0      91.0",
+        "    0.10      101 |    55.0     71.0 |     82.0      25.0",
+    ]
+    with pytest.raises(ValueError, match="no records"):
+        sweep_table(_known_records(), "magnitude")
+
+
+def test_summarize_sweep_and_mean_accuracy_exact_values():
+    summary = summarize_sweep(_known_records())
+    w = summary[("random", "weight")]
+    assert w["density"].tolist() == [1.0, 0.1] and w["n"].tolist() == [2, 2]
+    assert w["mean"] == pytest.approx([0.91, 0.55])
+    assert w["std"] == pytest.approx([0.02 / 2**0.5, 0.1 / 2**0.5])        # sample std (ddof = 1)
+    sparse = summarize_sweep(_known_records(), key="sparse_test_accuracy")[("random", "gradient")]
+    assert sparse["mean"] == pytest.approx([0.91, 0.25])
+    assert mean_accuracy(_known_records(), "random", "gradient", 0.1) == pytest.approx(0.82)
+    assert mean_accuracy(_known_records(), "random", "gradient", 0.1, "sparse_test_accuracy") == pytest.approx(0.25)
+
+
+def test_accuracy_vs_density_plots_the_summary():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plot_accuracy_vs_density(ax, _known_records(), kind="random")
+    curves = {c.get_label(): list(c.lines[0].get_ydata()) for c in ax.containers}
+    assert curves["weight masking"] == pytest.approx([91.0, 55.0])
+    assert curves["weight masking, init rescaled by $1/\\sqrt{d}$"] == pytest.approx([91.0, 71.0])
+    assert curves["gradient masking (dense at test)"] == pytest.approx([91.0, 82.0])
+    assert curves["gradient masking, evaluated sparse"] == pytest.approx([91.0, 25.0])
+    assert list(ax.containers[0].lines[0].get_xdata()) == [1.0, 0.1]

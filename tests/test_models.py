@@ -55,3 +55,43 @@ def test_linear_layers_in_order_and_errors():
         linear_layers(nn.Sequential(nn.ReLU()))
     with pytest.raises(TypeError, match="model"):
         linear_layers("not a model")
+
+
+def test_prunable_layers_and_names():
+    from utils.models import prunable_layers, prunable_names
+
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2, 3))
+    assert [n for n, _ in prunable_layers(conv)] == ["0", "3"]
+    assert prunable_names(mlp([4, 3, 2])) == ["fc1.weight", "fc2.weight"]
+    with pytest.raises(ValueError, match="no prunable layer"):
+        prunable_layers(nn.ReLU())
+    with pytest.raises(TypeError, match="model"):
+        prunable_names("net")
+
+
+def test_kaiming_init_and_zero_biases_in_place():
+    from utils.models import kaiming_init, zero_biases
+
+    net = mlp([400, 300, 10])
+    assert kaiming_init(net, seed=3) is net
+    std = float(net.fc1.weight.detach().std())
+    assert abs(std - (2 / 400) ** 0.5) < 0.002 and float(net.fc1.bias.detach().abs().sum()) == 0.0
+    again = kaiming_init(mlp([400, 300, 10]), seed=3)
+    assert torch.equal(again.fc2.weight, net.fc2.weight)                 # seeded
+    biased = mlp([3, 2])
+    assert float(zero_biases(biased).fc1.bias.detach().abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="seed"):
+        kaiming_init(net, seed=-1)
+
+
+def test_digits_convnet_shapes_and_reexport():
+    import utils.pruning
+    from utils.models import digits_convnet, prunable_names
+
+    net = digits_convnet(seed=0)
+    params = dict(net.named_parameters())
+    assert [params[n].numel() for n in prunable_names(net)] == [72, 1152, 2304, 10240]
+    assert net(torch.zeros(5, 64)).shape == (5, 10)
+    assert utils.pruning.digits_convnet is digits_convnet             # chapters import it from either
+    with pytest.raises(ValueError, match="channels"):
+        digits_convnet(channels=(8, 0))

@@ -62,3 +62,52 @@ def test_explorer_builds_an_interactive_with_the_controls():
     assert [child.description for child in widget.children[:-1]] == ["scale"]
     with pytest.raises(ValueError, match="controls"):
         explorer(_plot, {})
+
+
+def test_animation_draws_one_frame_per_value():
+    import re
+
+    from utils.widgets import animation
+
+    calls = []
+
+    def plot(fig, a, b):
+        calls.append((a, b))
+        fig.subplots().plot([0, 1], [0, a])
+
+    html = animation(plot, "a", [1.0, 2.0, 3.0], fixed={"b": "x"}).data
+    assert sorted(set(calls)) == [(1.0, "x"), (2.0, "x"), (3.0, "x")]
+    assert len(re.findall(r"data:image/png;base64", html)) == 3
+    assert 'type="range"' in html
+    assert "font-awesome" not in html and "http" not in html  # plays offline: no CDN icons
+    assert "\u25b6" in html  # the play button is a plain symbol
+
+
+def test_animation_rejects_bad_input():
+    from utils.widgets import animation
+
+    def plot(fig, a):
+        fig.subplots()
+
+    with pytest.raises(ValueError, match="values"):
+        animation(plot, "a", [1.0])
+    with pytest.raises(ValueError, match="name"):
+        animation(plot, "", [1.0, 2.0])
+    with pytest.raises(ValueError, match="fixed"):
+        animation(plot, "a", [1.0, 2.0], fixed={"a": 1})
+    with pytest.raises(TypeError, match="plot_fn"):
+        animation(None, "a", [1.0, 2.0])
+
+
+def test_glue_figure_glues_under_the_name_and_closes_the_figure(monkeypatch):
+    import matplotlib.pyplot as plt
+    import myst_nb
+
+    from utils.plotting import glue_figure
+
+    calls = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, obj, display=True: calls.append((name, obj, display)))
+    fig = plt.figure()
+    glue_figure("fig-test", fig)
+    assert calls == [("fig-test", fig, True)]
+    assert not plt.fignum_exists(fig.number)

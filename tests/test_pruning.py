@@ -148,6 +148,62 @@ def test_grasp_is_hessian_gradient_product():
         torch.testing.assert_close(s[name], (h * p).detach(), rtol=1e-8, atol=1e-14)
 
 
+def _grasp_authors_masks(net, x, y, keep_ratio, T=200.0):
+    """The rule of the GraSP authors' code (alecwangcq/GraSP, pruner/GraSP.py), re-implemented: score
+    S = -theta * Hg with logits / T, remove the int(N (1 - keep_ratio)) largest S. (Their code keeps
+    ``S <= accept``, the smallest removed score, which keeps that one weight too; ``<`` keeps exactly
+    the weights it means to.)"""
+    work = copy_module(net).double()
+    ws = [m.weight for m in work.modules() if isinstance(m, nn.Linear)]
+    loss = lambda: nn.functional.cross_entropy(work(x.double()) / T, y)     # noqa: E731
+    g = [t.detach() for t in torch.autograd.grad(loss(), ws)]
+    z = sum((a * b).sum() for a, b in zip(g, torch.autograd.grad(loss(), ws, create_graph=True)))
+    hg = torch.autograd.grad(z, ws)
+    S = [(-w * h).detach() for w, h in zip(ws, hg)]
+    flat = torch.cat([t.flatten() for t in S])
+    n_remove = int(flat.numel() * (1 - keep_ratio))
+    accept = torch.topk(flat, n_remove, sorted=True).values[-1]
+    return [(t < accept).double() for t in S]
+
+
+def copy_module(net):
+    import copy
+
+    return copy.deepcopy(net)
+
+
+def test_grasp_keeps_what_the_grasp_authors_keep_and_the_sign_matters():
+    net = _net((8, 12, 10, 3), seed=1)
+    x, y = _batch(n=48, seed=2)
+    density = 0.3
+    n = sum(p.numel() for n_, p in net.named_parameters() if n_.endswith("weight"))
+    ours = prune(net, "grasp", 1 / density, iterations=1, data=(x, y))
+    # the authors keep N - int(N (1 - d)) weights; with no ties that is round(d N) here
+    assert n - int(n * (1 - density)) == round(density * n)
+    theirs = _grasp_authors_masks(net, x, y, density)
+    for name, t in zip(prunable_names(net), theirs):
+        assert torch.equal(ours[name].double(), t), name
+    # the sign matters here: keeping the largest -(Hg)*theta instead keeps a different set
+    s = score(net, "grasp", data=(x, y))
+    flipped = select_masks({k: -v for k, v in s.items()}, density)
+    overlap = sum(int((ours[k].double() * flipped[k]).sum()) for k in ours)
+    assert overlap < 0.5 * round(density * n)
+
+
+def test_grasp_temperature_changes_the_ranking():
+    from utils.pruning import GRASP_TEMPERATURE, grasp_scores
+
+    net = _net((8, 12, 10, 3), seed=1)
+    data = _batch(n=48, seed=2)
+    hot, cold = grasp_scores(net, data), grasp_scores(net, data, temperature=1.0)
+    assert GRASP_TEMPERATURE == 200.0
+    assert torch.equal(hot["fc1.weight"], score(net, "grasp", data=data)["fc1.weight"])
+    a, b = select_masks(hot, 0.3), select_masks(cold, 0.3)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="temperature"):
+        grasp_scores(net, data, temperature=0.0)
+
+
 # ---------------------------------------------------------------------------------------------- prune contract
 
 @pytest.mark.parametrize("method", METHODS)
@@ -372,12 +428,233 @@ def test_digits_convnet_prunes_and_synflow_beats_magnitude():
         digits_convnet(channels=())
 
 
-def test_synflow_scores_agree_with_the_saliency_chapter_without_biases():
-    from utils import saliency
+def test_each_scorer_is_defined_once_in_utils(repo_root):
+    import re
 
-    torch.manual_seed(3)
-    net = mlp([7, 9, 4, 3], bias=False, dtype=torch.float64)
-    ours, theirs = synflow_scores(net), saliency.synflow_scores(net)
-    assert set(ours) == set(theirs)
-    for name in ours:
-        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-12, atol=0)
+    sources = "\n".join(p.read_text() for p in (repo_root / "utils").rglob("*.py"))
+    for method in METHODS:
+        assert len(re.findall(rf"^def {method}_scores\(", sources, flags=re.M)) == 1, method
+
+
+# ---------------------------------------------------------------------------------------------- collapse criteria
+
+def _misaligned_net():
+    """2-2-1 without biases: the large first-layer weights feed hidden unit 1, the large second-layer
+    weight leaves hidden unit 0, so magnitude pruning loses every path before it empties a layer."""
+    net = mlp([2, 2, 1], bias=False)
+    with torch.no_grad():
+        net.fc1.weight.copy_(torch.tensor([[0.1, 0.2], [0.9, 0.8]]))
+        net.fc2.weight.copy_(torch.tensor([[2.0, 0.05]]))
+    return net
+
+
+MISALIGNED_GRID = [0.0, 0.1, 0.3, 0.5, 0.75]      # keeps 6, 5, 3, 2, 1 of the 6 weights
+MISALIGNED_RECORDS = [                             # (log10 rho, density per layer, paths, no path left)
+    (0.0, [1.0, 1.0], 4.0, False),
+    (0.1, [1.0, 0.5], 2.0, False),
+    (0.3, [0.5, 0.5], 0.0, True),                  # no path, but no layer is empty
+    (0.5, [0.25, 0.5], 0.0, True),
+    (0.75, [0.0, 0.5], 0.0, True),                 # the first layer is empty
+]
+
+
+def test_collapse_criteria_differ_on_hand_built_masks():
+    no_path = {"fc1.weight": torch.tensor([[0.0, 0.0], [1.0, 1.0]]), "fc2.weight": torch.tensor([[1.0, 0.0]])}
+    empty = {"fc1.weight": torch.zeros(2, 2), "fc2.weight": torch.tensor([[1.0, 0.0]])}
+    alive = {"fc1.weight": torch.tensor([[1.0, 0.0], [0.0, 0.0]]), "fc2.weight": torch.tensor([[1.0, 0.0]])}
+    assert (is_collapsed(no_path, "no-path"), is_collapsed(no_path, "empty-layer")) == (True, False)
+    assert (is_collapsed(empty, "no-path"), is_collapsed(empty, "empty-layer")) == (True, True)
+    assert (is_collapsed(alive, "no-path"), is_collapsed(alive, "empty-layer")) == (False, False)
+    assert is_collapsed(no_path) is True                      # the default is "no-path"
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        is_collapsed(no_path, "empty")
+
+
+def test_sweep_records_exact_rows_on_a_hand_built_net():
+    recs = sweep(_misaligned_net(), ["magnitude"], MISALIGNED_GRID, progress=False)
+    got = [(r["log10_compression"], r["density"], r["paths"], r["collapsed"]) for r in recs]
+    assert got == MISALIGNED_RECORDS
+    assert all(r["method"] == "magnitude" for r in recs)
+    assert critical_compression(recs) == {"magnitude": 0.1}
+    assert critical_compression(recs, "no-path") == {"magnitude": 0.1}
+    assert critical_compression(recs, "empty-layer") == {"magnitude": 0.5}
+    with pytest.raises(ValueError, match="criterion"):
+        critical_compression(recs, "paths")
+    stopped = sweep(_misaligned_net(), ["magnitude"], MISALIGNED_GRID, stop_at_collapse=True, progress=False)
+    assert [r["log10_compression"] for r in stopped] == [0.0, 0.1, 0.3]
+
+
+def test_find_critical_takes_the_criterion():
+    net = _misaligned_net()
+    assert find_critical(net, "magnitude", MISALIGNED_GRID) == 0.1
+    assert find_critical(net, "magnitude", MISALIGNED_GRID, criterion="no-path") == 0.1
+    assert find_critical(net, "magnitude", MISALIGNED_GRID, criterion="empty-layer") == 0.5
+    # layer-wise masking never empties a layer: only "no-path" can see it collapse
+    wide = kaiming_init(mlp([6, 20, 20, 3]), seed=0)
+    grid = [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert find_critical(wide, "random", grid, scope="layer", criterion="empty-layer") == 2.0
+    assert find_critical(wide, "random", grid, scope="layer") < 2.0
+    with pytest.raises(ValueError, match="criterion"):
+        find_critical(net, "magnitude", MISALIGNED_GRID, criterion="layer")
+
+
+def test_critical_compression_rows_and_edge_cases():
+    rows = [{"method": m, "log10_compression": c, "density": d, "collapsed": k}
+            for m, c, d, k in [("a", 2.0, [0.01, 0.0], True), ("a", 1.0, [0.1, 0.1], False),
+                               ("b", 1.0, [0.1, 0.0], True), ("b", 2.0, [0.0, 0.0], True)]]
+    crit = critical_compression(rows, "empty-layer")
+    assert crit["a"] == 1.0 and math.isnan(crit["b"])
+    assert list(critical_compression(rows)) == ["a", "b"]          # in the order methods appear
+    # not monotone (it can happen near rho_max): the first collapse decides, not the last intact point
+    bumpy = [{"method": "c", "log10_compression": c, "density": [0.5], "collapsed": k}
+             for c, k in [(1.0, False), (2.0, True), (3.0, False)]]
+    assert critical_compression(bumpy) == {"c": 1.0}
+    with pytest.raises(ValueError, match="records"):
+        critical_compression([])
+
+
+# ---------------------------------------------------------------------------------------------- the data behind the figures and tables
+
+def test_mask_agreement_exact_values():
+    a = {"fc1.weight": torch.tensor([[1.0, 1, 0], [0, 0, 1]]), "fc2.weight": torch.tensor([[1.0, 0]])}
+    b = {"fc1.weight": torch.tensor([[1.0, 0, 0], [0, 1, 1]]), "fc2.weight": torch.tensor([[1.0, 1]])}
+    raw = mask_agreement(a, b, canonical=False)
+    assert raw == {"jaccard": [0.5, 0.5], "profile_distance": 0.5}          # 2/4 and 1/2; |0.5 - 1.0|
+    swapped = {"fc1.weight": a["fc1.weight"][[1, 0]], "fc2.weight": a["fc2.weight"][:, [1, 0]]}
+    assert mask_agreement(a, swapped, canonical=False) == {"jaccard": [0.0, 0.0], "profile_distance": 0.0}
+    assert mask_agreement(a, swapped) == {"jaccard": [1.0, 1.0], "profile_distance": 0.0}
+    assert mask_agreement(b, a, canonical=False)["jaccard"] == [0.5, 0.5]    # symmetric
+    with pytest.raises(ValueError, match="same parameters"):
+        mask_agreement(a, {"fc1.weight": a["fc1.weight"]})
+
+
+def test_canonical_masks_exact_order():
+    # hidden unit 1 has out-degree 2, unit 0 out-degree 1, unit 2 out-degree 0: sorted 1, 0, 2
+    m1 = torch.tensor([[1.0, 0], [1, 1], [0, 1]])
+    m2 = torch.tensor([[1.0, 1, 0], [0, 1, 0]])
+    c = canonical_masks({"fc1.weight": m1, "fc2.weight": m2})
+    assert c["fc1.weight"].tolist() == [[1, 1], [1, 0], [0, 1]]
+    assert c["fc2.weight"].tolist() == [[1, 1, 0], [1, 0, 0]]
+
+
+def _records():
+    return [{"method": "magnitude", "log10_compression": c, "density": d, "paths": p, "collapsed": k}
+            for c, d, p, k in MISALIGNED_RECORDS]
+
+
+def test_layer_profile_draws_the_nearest_records_densities():
+    import matplotlib.pyplot as plt
+    from utils.pruning import plot_layer_profile
+
+    fig = plt.figure()
+    plot_layer_profile(fig, "magnitude", 0.55, records=_records())     # nearest swept: 0.5
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == [0.25, 0.5]
+    assert "COLLAPSED" in ax.get_title() and "0.50" in ax.get_title()
+    fig = plt.figure()
+    plot_layer_profile(fig, "magnitude", 0.75, records=_records())
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert math.isnan(heights[0]) and heights[1] == 0.5                 # the empty layer has no bar ...
+    crosses = [line for line in ax.lines if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [1]    # ... but a red cross
+
+
+def test_collapse_sweep_and_method_layers_plot_the_records():
+    import matplotlib.pyplot as plt
+    from utils.pruning import plot_collapse_sweep, plot_method_layers
+
+    fig, (ax_d, ax_p, ax_l) = plt.subplots(1, 3)
+    plot_collapse_sweep((ax_d, ax_p), _records())
+    rho = [10.0 ** c for c, *_ in MISALIGNED_RECORDS]
+    assert list(ax_d.lines[0].get_xdata()) == rho
+    assert list(ax_d.lines[0].get_ydata()) == [1.0, 0.5, 0.5, 0.25, 1e-6]   # sparsest layer, 0 drawn at 1e-6
+    assert list(ax_p.lines[0].get_ydata()) == [4.0, 2.0, 0.5, 0.5, 0.5]     # paths, 0 drawn at 0.5
+    assert list(ax_d.lines[1].get_ydata()) == [0.5, 0.25, 1e-6]             # hollow markers: collapsed
+    plot_method_layers(ax_l, _records(), "magnitude")
+    assert list(ax_l.lines[0].get_ydata()) == [1.0, 1.0, 0.5, 0.25, 1e-5]   # layer 1
+    assert list(ax_l.lines[1].get_ydata()) == [1.0, 0.5, 0.5, 0.5, 0.5]     # layer 2
+    assert ax_l.lines[0].get_label() == "layer 1"
+
+
+def test_accuracy_vs_compression_plots_mean_and_band():
+    import matplotlib.pyplot as plt
+    from utils.pruning import plot_accuracy_vs_compression
+
+    results = [{"method": "snip", "log10_compression": c, "seed": s, "test_accuracy": acc}
+               for c, s, acc in [(1.0, 0, 0.9), (1.0, 1, 0.7), (2.0, 0, 0.1), (2.0, 1, 0.3)]]
+    fig, ax = plt.subplots()
+    plot_accuracy_vs_compression(ax, results, chance=None)
+    line = ax.lines[0]
+    assert list(line.get_xdata()) == [10.0, 100.0]
+    assert line.get_ydata() == pytest.approx([80.0, 20.0])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert min(band) == pytest.approx(10.0) and max(band) == pytest.approx(90.0)
+
+
+# ---------------------------------------------------------------------------------------------- the fast SynFlow loop
+
+def _synflow_by_select_masks(net, rho, iterations, scope="global", schedule="exponential", input_shape=None):
+    """Algorithm 1 spelled out with the general pieces: score the masked net, select, repeat."""
+    masks = None
+    for k in range(1, iterations + 1):
+        d = rho ** (-k / iterations) if schedule == "exponential" else 1 - (1 - 1 / rho) * k / iterations
+        masks = select_masks(synflow_scores(net, masks, input_shape=input_shape), d, masks=masks, scope=scope)
+    return masks
+
+
+@pytest.mark.parametrize("case", [
+    dict(sizes=(8, 6, 5, 3), bias=True, rho=20, iterations=10),
+    dict(sizes=(8, 6, 5, 3), bias=False, rho=31, iterations=20),            # rho_max: many ties at 0
+    dict(sizes=(8, 6, 5, 3), bias=True, rho=25, iterations=15, scope="layer"),
+    dict(sizes=(10, 20, 20, 4), bias=True, rho=40, iterations=12, schedule="linear"),
+    dict(sizes=(10, 20, 20, 4), bias=False, rho=120, iterations=30, kaiming=True),
+])
+def test_fast_synflow_prune_equals_score_and_select_at_every_step(case):
+    net = _net(case["sizes"], bias=case["bias"], seed=1)
+    if case.get("kaiming"):
+        kaiming_init(net, seed=2)
+    kw = {k: case[k] for k in ("scope", "schedule") if k in case}
+    fast = prune(net, "synflow", case["rho"], iterations=case["iterations"], **kw)
+    slow = _synflow_by_select_masks(net, case["rho"], case["iterations"], **kw)
+    assert list(fast) == list(slow)
+    for name in fast:
+        assert torch.equal(fast[name], slow[name].float()), name
+
+
+def test_fast_synflow_prune_equals_score_and_select_on_a_conv_net():
+    net = SmallConv()
+    fast = prune(net, "synflow", 50, iterations=10, input_shape=(1, 6, 6))
+    slow = _synflow_by_select_masks(net, 50, 10, input_shape=(1, 6, 6))
+    assert all(torch.equal(fast[n], slow[n].float()) for n in fast)
+
+
+def test_ties_are_broken_by_position_first():
+    s = {"a.weight": torch.tensor([0.5, 0.0, 0.0]), "b.weight": torch.tensor([0.0, 1.0])}
+    kept = select_masks(s, 0.6)                     # k = 3: 1.0, 0.5 and the first 0.0 by position
+    assert kept["a.weight"].tolist() == [1.0, 1.0, 0.0] and kept["b.weight"].tolist() == [0.0, 1.0]
+    dead = {"a.weight": torch.tensor([1.0, 0.0, 1.0]), "b.weight": torch.tensor([1.0, 1.0])}
+    kept = select_masks(s, 0.4, masks=dead)         # k = 2 of the live ones: 1.0, 0.5
+    assert kept["a.weight"].tolist() == [1.0, 0.0, 0.0] and kept["b.weight"].tolist() == [0.0, 1.0]
+
+
+def test_random_scores_are_seeded_uniform_and_score_uses_them():
+    from utils.pruning import SCORERS, random_scores
+
+    net = _net()
+    a, b = random_scores(net, seed=4), random_scores(net, seed=4)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert all(0 <= float(v.min()) and float(v.max()) < 1 for v in a.values())
+    assert all(torch.equal(a[n], score(net, "random", seed=4)[n]) for n in a)
+    assert tuple(SCORERS) == METHODS == ("random", "magnitude", "snip", "grasp", "synflow")
+
+
+def test_non_contiguous_weights_take_the_general_path_with_the_same_masks():
+    net = SmallConv()
+    fast = prune(net, "synflow", 30, iterations=8, input_shape=(1, 6, 6))
+    channels_last = SmallConv()
+    channels_last.load_state_dict(net.state_dict())
+    channels_last.conv2.to(memory_format=torch.channels_last)
+    assert not channels_last.conv2.weight.is_contiguous()
+    slow = prune(channels_last, "synflow", 30, iterations=8, input_shape=(1, 6, 6))
+    assert all(torch.equal(fast[n], slow[n]) for n in fast)

@@ -1,4 +1,4 @@
-"""Tests of utils.rates: closed forms, identities, round trips, invalid input, properties, QuantLib."""
+"""Tests of utils.rates: closed forms, identities, round trips, invalid input, properties, a QuantLib smoke test."""
 
 import math
 
@@ -236,6 +236,10 @@ def test_replication_plot_reports_locked_in_profit():
 
 
 # ---------------------------------------------------------------------------------- QuantLib
+# A smoke test only: on a flat curve with SimpleDayCounter, QuantLib computes the same e^{-rT} and
+# (1 + r/m)^{mT} as we do, so these check the plumbing, not the finance. The cross-checks that use
+# what QuantLib adds (day counts on real dates, bootstrapped curves, bond yields, durations and
+# convexity) are in tests/test_curves.py.
 @pytest.fixture(scope="module")
 def ql():
     """QuantLib (PyPI ``QuantLib``), the test dependency of the cross-checks."""
@@ -278,3 +282,25 @@ def test_zero_coupon_bond_npv_matches_quantlib(ql, r, years):
     assert abs(bond.NPV() - zcb_price(r, 0.0, T)) < 1e-12
     # and as a one-cash-flow coupon bond
     assert abs(bond.NPV() - bond_price([1.0], [T], r)) < 1e-12
+
+
+def test_compounding_plot_labels_the_marker_of_the_current_m():
+    matplotlib.use("Agg")
+    fig = plt.figure()
+    rates.plot_compounding(fig, r=0.05, T=10.0, log10_m=2.0)
+    labels = fig.get_axes()[1].get_legend_handles_labels()[1]
+    assert any("this $m$ = 100" in label for label in labels)
+    plt.close(fig)
+
+
+def test_replication_plot_shows_both_portfolios():
+    matplotlib.use("Agg")
+    fig = plt.figure()
+    rates.plot_replication(fig, r=0.05, T=5.0, market_price=0.70)
+    lines = {line.get_label(): line for line in fig.get_axes()[0].get_lines()}
+    a = next(line for label, line in lines.items() if label.startswith("A:"))
+    b = next(line for label, line in lines.items() if label.startswith("B:"))
+    np.testing.assert_allclose(a.get_ydata(), b.get_ydata(), rtol=1e-14)  # they coincide ...
+    assert b.get_zorder() > a.get_zorder() and a.get_linewidth() > 3 * b.get_linewidth()  # ... both visible
+    assert b.get_linestyle() == "--"
+    plt.close(fig)

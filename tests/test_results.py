@@ -48,3 +48,30 @@ def test_every_committed_results_file_loads_and_names_its_command():
         record = load_results(path.stem)
         assert record["command"].strip(), path
         assert record["name"] == path.stem, path
+
+
+def test_every_committed_command_names_a_script_that_exists():
+    import importlib.util
+    import shlex
+
+    for path in sorted(results_dir().glob("*.json")):
+        words = shlex.split(load_results(path.stem)["command"])
+        scripts = [w for w in words if w.endswith(".py")]
+        modules = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "-m"]
+        assert scripts or modules or "make" in words, f"{path.name}: {words}"
+        for script in scripts:
+            assert (results_dir().parent / script).is_file(), f"{path.name}: no {script}"
+        for module in modules:
+            assert importlib.util.find_spec(module) is not None, f"{path.name}: no {module}"
+
+
+def test_rerun_commands_runs_each_recorded_command(tmp_path):
+    from utils.results import rerun_commands
+
+    marker = tmp_path / "ran.txt"
+    save_results("a", {}, command=f"echo a >> {marker}", root=tmp_path)
+    save_results("b", {}, command=f"echo b >> {marker}", root=tmp_path)
+    assert [n for n, _ in rerun_commands(root=tmp_path, dry_run=True)] == ["a", "b"]
+    assert not marker.exists()
+    rerun_commands(["b"], root=tmp_path)
+    assert marker.read_text() == "b\n"

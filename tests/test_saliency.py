@@ -14,20 +14,18 @@ from utils.saliency import (
     conservation_report,
     cut_edges,
     cut_saliency,
-    grasp_scores,
     homogeneity_defect,
     input_output_saliency,
     layer_totals,
     loglog_slope,
-    magnitude_scores,
     neuron_flows,
     neuron_flows_from_scores,
     plot_conservation,
     saliency_mlp,
-    snip_scores,
     synaptic_saliency,
-    synflow_scores,
 )
+
+from utils.pruning import grasp_scores, magnitude_scores, snip_scores, synflow_scores  # the one set of scorers
 
 F64 = torch.float64
 
@@ -216,8 +214,10 @@ def test_synflow_is_positive_and_conserved_magnitude_snip_grasp_are_not():
 
     assert worst_gap(syn) < 1e-12
     assert worst_gap(magnitude_scores(model)) > 1e-2
-    assert worst_gap(snip_scores(model, R, x)) > 1e-2
-    assert worst_gap(grasp_scores(model, R, x)) > 1e-2
+    labels = torch.arange(x.shape[0]) % 3                  # the labels of OBJECTIVES["cross_entropy"]
+    assert worst_gap(snip_scores(model, (x, labels))) > 1e-2
+    assert worst_gap(grasp_scores(model, (x, labels))) > 1e-2
+    assert worst_gap(synaptic_saliency(model, R, x)) < 1e-12     # the signed SNIP score is conserved
 
 
 def test_snip_is_the_absolute_saliency_and_grasp_the_hessian_gradient_product():
@@ -225,7 +225,9 @@ def test_snip_is_the_absolute_saliency_and_grasp_the_hessian_gradient_product():
     x = _batch(3)
     R = OBJECTIVES["square"]
     S = synaptic_saliency(model, R, x)
-    assert torch.equal(snip_scores(model, R, x)["fc1.weight"], S["fc1.weight"].abs())
+    square = lambda out, _y: R(out)                        # noqa: E731  (loss_fn(logits, y))
+    data = (x, torch.zeros(x.shape[0], dtype=torch.long))
+    assert torch.equal(snip_scores(model, data, loss_fn=square)["fc1.weight"], S["fc1.weight"].abs())
     params = list(model.parameters())
     flat = torch.cat([p.detach().flatten() for p in params])
 
@@ -239,8 +241,8 @@ def test_snip_is_the_absolute_saliency_and_grasp_the_hessian_gradient_product():
 
     H = torch.autograd.functional.hessian(loss, flat)
     g = torch.autograd.functional.jacobian(loss, flat)
-    expected = -(H @ g) * flat
-    got = grasp_scores(model, R, x)
+    expected = (H @ g) * flat                              # GraSP as kept: (Hg) * theta, T = 1 here
+    got = grasp_scores(model, data, loss_fn=square, temperature=1.0)
     assert torch.allclose(got["fc1.weight"].flatten(), expected[: params[0].numel()], rtol=1e-9, atol=1e-12)
 
 
@@ -306,3 +308,33 @@ def test_invalid_input():
         import matplotlib.pyplot as plt
 
         plot_conservation(plt.figure(), depth=0)
+
+
+# ---------------------------------------------------------------- the data behind the chapter's tables and figures
+
+
+def test_conservation_report_exact_values_on_a_one_neuron_tanh_chain():
+    # x = 1 -> w1 = 1 -> tanh -> w2 = 2, R = y: S_in = w2 tanh'(1), S_out = w2 tanh(1), no biases
+    model = saliency_mlp([1, 1, 1], "tanh")
+    with torch.no_grad():
+        model.fc1.weight.fill_(1.0)
+        model.fc2.weight.fill_(2.0)
+    r = conservation_report(model, OBJECTIVES["sum"], torch.ones(1, 1, dtype=F64))
+    s_in, s_out = 2 * (1 - math.tanh(1) ** 2), 2 * math.tanh(1)
+    assert r["neuron_gap"] == pytest.approx(abs(s_in - s_out) / s_in, rel=1e-12)
+    assert r["layer_spread"] == pytest.approx((s_out - s_in) / s_out, rel=1e-12)
+    assert r["io_gap"] == pytest.approx((s_out - s_in) / s_out, rel=1e-12)   # <dR/dx, x> = S_in, <dR/dy, y> = S_out
+    assert r["defect_error"] < 1e-15
+    assert math.isnan(r["bias_shift_error"]) and math.isnan(r["neuron_gap_without_bias"])
+
+
+def test_layer_size_law_figure_reports_the_fitted_slopes():
+    import matplotlib.pyplot as plt
+
+    from utils.saliency import plot_layer_size_law
+
+    fig, ax = plt.subplots()
+    plot_layer_size_law(ax, [10, 100, 1000], {"conserved": [5.0, 0.5, 0.05], "flat": [1.0, 1.0, 1.0]})
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["conserved (slope -1.00)", "flat (slope +0.00)", "slope $-1$"]
+    assert list(ax.lines[0].get_ydata()) == [5.0, 0.5, 0.05]

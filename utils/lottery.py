@@ -44,6 +44,7 @@ from torch import nn
 
 from . import default_progress
 from .data import Split
+from .masking import check_masks
 from .models import linear_layers
 from .plotting import PALETTE
 from .training import evaluate, train
@@ -109,31 +110,14 @@ def _check_int(value: int, name: str, low: int = 0) -> int:
     return int(value)
 
 
-def _check_mask_dict(masks: Masks, name: str = "masks") -> Masks:
-    if not isinstance(masks, dict) or not masks:
-        raise ValueError(f"{name} must be a non-empty dict "
-                         "{param name: 0/1 tensor}")
-    for key, m in masks.items():
-        if not isinstance(m, torch.Tensor):
-            raise TypeError(f"{name}[{key!r}] must be a tensor, "
-                            f"got {type(m).__name__}")
-        if not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError(f"{name}[{key!r}] must hold only 0 and 1")
-    return masks
-
-
 def _check_masks_for(model: nn.Module, masks: Masks, name: str) -> Masks:
-    """``masks``: one 0/1 tensor per prunable weight, shaped like it."""
-    _check_mask_dict(masks, name)
+    """``masks``: one 0/1 tensor per linear-layer weight of ``model``, shaped
+    like it (:func:`utils.masking.check_masks`), and no layer missing."""
+    check_masks(masks, model, types=(nn.Linear,))
     weights = prunable_weights(model)
     if set(masks) != set(weights):
         raise ValueError(f"{name} must have exactly the keys {list(weights)}, "
                          f"got {list(masks)}")
-    for key, w in weights.items():
-        if tuple(masks[key].shape) != tuple(w.shape):
-            raise ValueError(f"{name}[{key!r}] has shape "
-                             f"{tuple(masks[key].shape)}, the weight has "
-                             f"{tuple(w.shape)}")
     return masks
 
 
@@ -161,13 +145,13 @@ def density(masks: Masks) -> dict[str, float]:
     >>> density({"fc1.weight": torch.tensor([[1., 0.], [0., 0.]])})
     {'fc1.weight': 0.25}
     """
-    _check_mask_dict(masks)
+    check_masks(masks)
     return {k: float(m.sum()) / m.numel() for k, m in masks.items()}
 
 
 def global_density(masks: Masks) -> float:
     """Fraction of all prunable weights kept (the paper's ``P_m``)."""
-    _check_mask_dict(masks)
+    check_masks(masks)
     kept = sum(float(m.sum()) for m in masks.values())
     return kept / sum(m.numel() for m in masks.values())
 
@@ -259,7 +243,7 @@ def random_masks_like(masks: Masks, seed: int) -> Masks:
     >>> int(random_masks_like(m, seed=0)["fc1.weight"].sum())
     3
     """
-    _check_mask_dict(masks)
+    check_masks(masks)
     generator = torch.Generator().manual_seed(_check_int(seed, "seed"))
     out: Masks = {}
     for name, m in masks.items():
@@ -500,7 +484,8 @@ def _synflow_masks(model: nn.Module, target: float) -> Masks:
     """SynFlow masks (100 iterations, global) at global density ``target``,
     scored on a zero-bias copy of ``model`` (biases break its conservation,
     chapter 3)."""
-    from .pruning import prune, zero_biases
+    from .models import zero_biases
+    from .pruning import prune
 
     scored = zero_biases(copy.deepcopy(model))
     masks = prune(scored, "synflow", 1.0 / target, iterations=100)
@@ -644,8 +629,8 @@ def crossover(a: Masks, b: Masks, generator: torch.Generator) -> Masks:
     count at random from the weights exactly one parent keeps, so the
     density is preserved exactly.
     """
-    _check_mask_dict(a, "a")
-    _check_mask_dict(b, "b")
+    check_masks(a)
+    check_masks(b)
     if list(a) != list(b):
         raise ValueError("a and b must mask the same parameters")
     child: Masks = {}
@@ -667,7 +652,7 @@ def crossover(a: Masks, b: Masks, generator: torch.Generator) -> Masks:
 def mutate(masks: Masks, swaps: int, generator: torch.Generator) -> Masks:
     """Move ``swaps`` kept weights of each layer to pruned positions
     (fewer if the layer is too full or too empty); density is preserved."""
-    _check_mask_dict(masks)
+    check_masks(masks)
     swaps = _check_int(swaps, "swaps")
     out: Masks = {}
     for name, m in masks.items():
@@ -704,7 +689,7 @@ def genetic_search(make_model: Callable[[int], nn.Module],
     ``{"best": masks, "best_fitness", "fitness": [per generation, list],
     "trainings": int}``.
     """
-    _check_mask_dict(template, "template")
+    check_masks(template)
     population = _check_int(population, "population", 2)
     generations = _check_int(generations, "generations", 1)
     elite = _check_int(elite, "elite", 1)

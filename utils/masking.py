@@ -17,6 +17,12 @@ Three ways to use a mask ``M`` (``mode`` / ``scheme``):
 * ``"forward_only"``: forward with ``M ⊙ W`` but ``W`` receives the *unmasked* gradient (a
   straight-through estimator {cite}`bengio2013estimating`), via :func:`straight_through`.
 
+The book's one mask convention lives here, since masks start in this chapter: a set of masks is a
+``dict`` keyed by parameter name, ``{"fc1.weight": M1, ...}``, each a 0/1 tensor of the parameter's
+shape; :func:`check_masks` is the one validator, :func:`apply_masks_` multiplies masks into the weights
+once (in place) and :func:`wrap_masked` makes them part of the forward pass so that they stay applied
+while training (in place). Every function of ``utils`` that takes masks accepts exactly this.
+
 The module also holds the masks used by the chapter's experiment (:func:`random_mask`,
 :func:`magnitude_mask`, :func:`layer_masks`), the plain-``nn.Linear`` hook implementation for
 :func:`utils.training.train` (:func:`masking_hooks`), the density sweep (:func:`density_sweep`) and the
@@ -36,7 +42,7 @@ from torch.nn import functional as F
 
 from . import default_progress
 from .data import Split
-from .models import linear_layers, mlp
+from .models import PRUNABLE_TYPES, linear_layers, mlp
 from .plotting import PALETTE, heatmap
 from .training import evaluate, train
 
@@ -47,8 +53,11 @@ __all__ = [
     "masked_weight_grad",
     "masked_bias_grad",
     "MaskedLinear",
-    "apply_masks",
+    "Masks",
     "check_mask",
+    "check_masks",
+    "apply_masks_",
+    "wrap_masked",
     "random_mask",
     "magnitude_mask",
     "layer_masks",
@@ -67,6 +76,9 @@ __all__ = [
 
 MODES = ("weight", "gradient", "forward_only")
 
+#: A set of masks: ``{parameter name: 0/1 tensor of the parameter's shape}``, e.g. ``{"fc1.weight": M1}``.
+Masks = dict[str, torch.Tensor]
+
 
 # ----------------------------------------------------------------------------------------------
 # validation
@@ -84,22 +96,89 @@ def _check_density(density: float) -> float:
     return float(density)
 
 
-def check_mask(mask: torch.Tensor, shape: Iterable[int], name: str = "mask") -> torch.Tensor:
-    """Validate a 0/1 mask of the given ``shape``; raise ``ValueError``/``TypeError`` naming ``name``.
+def check_mask(mask: torch.Tensor, shape: Iterable[int] | None, name: str = "mask") -> torch.Tensor:
+    """Validate one 0/1 mask of the given ``shape``; raise ``ValueError``/``TypeError`` naming ``name``.
 
-    Returns the mask unchanged. Accepts bool, integer or floating tensors whose entries are all 0 or 1.
+    Returns the mask unchanged. Accepts bool, integer or floating tensors whose entries are all 0 or 1;
+    ``shape=None`` skips the shape check. :func:`check_masks` applies it to every entry of a mask dict.
 
     >>> check_mask(torch.tensor([[1., 0.]]), (1, 2)).shape
     torch.Size([1, 2])
     """
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
-    shape = tuple(shape)
-    if tuple(mask.shape) != shape:
+    shape = None if shape is None else tuple(shape)
+    if shape is not None and tuple(mask.shape) != shape:
         raise ValueError(f"{name} must have shape {shape} (the weight's shape), got {tuple(mask.shape)}")
     if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError(f"{name} must be binary: every entry 0 or 1")
     return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# the mask convention: {parameter name: 0/1 tensor of the parameter's shape}
+# ----------------------------------------------------------------------------------------------
+
+def check_masks(masks: Masks, model: nn.Module | None = None, *,
+                types: tuple[type, ...] = PRUNABLE_TYPES) -> Masks:
+    """The one mask validator of the book; returns ``masks`` unchanged.
+
+    A mask is a ``dict`` keyed by parameter name (``"fc1.weight"``), each value a tensor of the
+    parameter's shape holding only 0 and 1 (bool, integer or float). With a ``model``, every key must
+    be the weight of one of its layers of ``types`` (by default the prunable layers,
+    :func:`utils.models.prunable_names`) and every shape must match. ``TypeError``/``ValueError``
+    otherwise, naming the bad key or shape.
+
+    >>> from utils.models import mlp
+    >>> list(check_masks({"fc2.weight": torch.ones(2, 3)}, mlp([4, 3, 2])))
+    ['fc2.weight']
+    >>> check_masks({"fc2": torch.ones(2, 3)}, mlp([4, 3, 2]))
+    Traceback (most recent call last):
+    ...
+    ValueError: masks has key 'fc2', which is not a prunable weight of the model; masks are keyed by parameter name, one of ['fc1.weight', 'fc2.weight']
+    """
+    if not isinstance(masks, dict):
+        raise TypeError(f"masks must be a dict {{parameter name: 0/1 tensor}}, got {type(masks).__name__}")
+    if not masks:
+        raise ValueError("masks must be a non-empty dict {parameter name: 0/1 tensor}, e.g. {'fc1.weight': ...}")
+    shapes = None
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        params = dict(model.named_parameters())
+        names = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, types)]
+        shapes = {n: tuple(params[n].shape) for n in names if n in params}
+        if not shapes:
+            kinds = ", ".join(t.__name__ for t in types)
+            raise ValueError(f"model has no prunable layer (no {kinds} with a weight inside it)")
+    for key, mask in masks.items():
+        if not isinstance(key, str):
+            raise TypeError(f"masks keys must be parameter names (str), got {key!r}")
+        if shapes is not None and key not in shapes:
+            raise ValueError(f"masks has key {key!r}, which is not a prunable weight of the model; masks are "
+                             f"keyed by parameter name, one of {list(shapes)}")
+        check_mask(mask, shapes[key] if shapes is not None else None, name=f"masks[{key!r}]")
+    return masks
+
+
+def apply_masks_(model: nn.Module, masks: Masks) -> nn.Module:
+    """Multiply the masks into the weights of ``model`` once, **in place** (``W <- M ⊙ W``); returns it.
+
+    ``masks`` follows :func:`check_masks`. Nothing keeps the weights masked afterwards: training
+    updates them again (use :func:`wrap_masked`, :func:`masking_hooks` or
+    :func:`utils.pruning.train_pruned` for that).
+
+    >>> from utils.models import mlp
+    >>> net = apply_masks_(mlp([2, 1]), {"fc1.weight": torch.tensor([[1, 0]])})
+    >>> float(net.fc1.weight.detach()[0, 1])
+    0.0
+    """
+    check_masks(masks, model)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask.to(params[name]))
+    return model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,35 +320,27 @@ class MaskedLinear(nn.Linear):
         return f"{super().extra_repr()}, mode={self.mode!r}, density={density:.3g}"
 
 
-def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], mode: str = "weight") -> nn.Module:
-    """Give every ``nn.Linear`` of ``model`` named in ``masks`` masked behaviour, **in place**.
+def wrap_masked(model: nn.Module, masks: Masks, mode: str = "weight") -> nn.Module:
+    """Make masks part of the forward/backward pass, **in place**, so they stay applied while training.
 
-    Each such layer is replaced by a :class:`MaskedLinear` holding a copy of its parameters, the mask
-    ``masks[name]`` (shape ``(out, in)``) and ``mode``; a layer that already is a ``MaskedLinear``
-    just gets the new mask and mode. Linear layers not named in ``masks`` stay dense. Names are those
-    of :func:`utils.models.linear_layers` (``"fc1"``, ``"fc2"``, ... for :func:`utils.models.mlp`);
-    parameter names such as ``"fc1.weight"``, the keys of the masks :func:`utils.pruning.prune`
-    returns, are accepted too. Returns ``model``. Note: replacing a layer creates new parameter objects, so build the optimizer
-    after calling this.
+    Every ``nn.Linear`` whose weight ``masks`` names (``"fc1.weight"``, the convention of
+    :func:`check_masks`) is replaced by a :class:`MaskedLinear` holding a copy of its parameters, the
+    mask and ``mode``; a layer that already is a ``MaskedLinear`` just gets the new mask and mode.
+    Linear layers not named in ``masks`` stay dense. Returns ``model``. Replacing a layer creates new
+    parameter objects, so build the optimizer after calling this. (To multiply masks into the weights
+    once, use :func:`apply_masks_`.)
 
     >>> from utils.models import mlp
-    >>> net = apply_masks(mlp([4, 3, 2]), {"fc1": torch.ones(3, 4)}, mode="gradient")
+    >>> net = wrap_masked(mlp([4, 3, 2]), {"fc1.weight": torch.ones(3, 4)}, mode="gradient")
     >>> type(net.fc1).__name__, net.fc1.mode, type(net.fc2).__name__
     ('MaskedLinear', 'gradient', 'Linear')
     """
     _check_mode(mode)
-    if not isinstance(masks, dict) or not masks:
-        raise ValueError("masks must be a non-empty dict {layer name: 0/1 tensor of the weight's shape}")
+    masks = check_masks(masks, model, types=(nn.Linear,))
     layers = dict(linear_layers(model))
-    masks = {(name[: -len(".weight")] if name.endswith(".weight") and name[: -len(".weight")] in layers else name): mask
-             for name, mask in masks.items()}
-    unknown = sorted(set(masks) - set(layers))
-    if unknown:
-        raise ValueError(f"masks names layers {unknown} that are not nn.Linear layers of the model; "
-                         f"its linear layers are {sorted(layers)}")
-    for name, mask in masks.items():
+    for key, mask in masks.items():
+        name = key.removesuffix(".weight")
         layer = layers[name]
-        check_mask(mask, layer.weight.shape, name=f"masks[{name!r}]")
         if isinstance(layer, MaskedLinear):
             layer.set_mask(mask)
             layer.set_mode(mode)
@@ -280,6 +351,11 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], mode: str = "w
             parent = getattr(parent, part)
         setattr(parent, leaf, MaskedLinear.from_linear(layer, mode=mode, mask=mask))
     return model
+
+
+# The name this function had before masks were keyed by parameter name (kept for branches written
+# before issue 13; not part of the public API).
+apply_masks = wrap_masked
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,8 +404,8 @@ def magnitude_mask(weight: torch.Tensor, density: float) -> torch.Tensor:
 
 
 def layer_masks(model: nn.Module, density: float, kind: str = "random", seed: int = 0,
-                reference: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """Layer-wise masks ``{name: (out, in) 0/1 tensor}`` of the given ``density`` for every linear layer.
+                reference: nn.Module | None = None) -> Masks:
+    """Layer-wise masks ``{"<layer>.weight": (out, in) 0/1 tensor}`` of ``density`` for every linear layer.
 
     ``kind="random"``: uniformly random positions (generator seeded with ``seed``).
     ``kind="magnitude"``: the largest ``|W|`` of ``reference`` (a model with the same layer names,
@@ -345,11 +421,11 @@ def layer_masks(model: nn.Module, density: float, kind: str = "random", seed: in
     for name, layer in linear_layers(model):
         w = layer.weight
         if kind == "random":
-            masks[name] = random_mask(tuple(w.shape), density, generator, dtype=w.dtype).to(w.device)
+            masks[f"{name}.weight"] = random_mask(tuple(w.shape), density, generator, dtype=w.dtype).to(w.device)
         else:
             if name not in source or source[name].weight.shape != w.shape:
                 raise ValueError(f"reference must have a linear layer {name!r} of shape {tuple(w.shape)}")
-            masks[name] = magnitude_mask(source[name].weight, density)
+            masks[f"{name}.weight"] = magnitude_mask(source[name].weight, density)
     return masks
 
 
@@ -357,7 +433,7 @@ def layer_masks(model: nn.Module, density: float, kind: str = "random", seed: in
 # the hook implementation for utils.training.train (plain nn.Linear layers)
 # ----------------------------------------------------------------------------------------------
 
-def masking_hooks(masks: dict[str, torch.Tensor], scheme: str
+def masking_hooks(masks: Masks, scheme: str
                   ) -> tuple[Callable[[nn.Module, int], None], Callable[[nn.Module, int], None] | None]:
     """``(after_backward, after_step)`` hooks for :func:`utils.training.train` on a plain ``nn.Linear`` model.
 
@@ -365,44 +441,50 @@ def masking_hooks(masks: dict[str, torch.Tensor], scheme: str
     masks the gradient (eq 3) and ``after_step`` re-applies ``W <- M ⊙ W`` (a no-op for SGD without
     weight decay, a safeguard otherwise). ``scheme="gradient"``: ``after_backward`` masks the
     gradient, nothing else. ``"forward_only"`` changes the forward pass, which a hook after
-    ``backward`` cannot do: use :func:`apply_masks` with ``mode="forward_only"``.
+    ``backward`` cannot do: use :func:`wrap_masked` with ``mode="forward_only"``. ``masks`` follows
+    :func:`check_masks`; it is checked against the model at the first call of a hook.
     """
     if scheme == "forward_only":
         raise ValueError("scheme 'forward_only' changes the forward pass; hooks cannot do that, use "
-                         "apply_masks(model, masks, mode='forward_only')")
+                         "wrap_masked(model, masks, mode='forward_only')")
     if scheme not in ("weight", "gradient"):
         raise ValueError(f"scheme must be 'weight' or 'gradient' for hooks, got {scheme!r}")
+    check_masks(masks)
+    checked: set[int] = set()
+
+    def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+        if id(model) not in checked:
+            check_masks(masks, model, types=(nn.Linear,))
+            checked.add(id(model))
+        return dict(model.named_parameters())
 
     def after_backward(model: nn.Module, step: int) -> None:
-        layers = dict(linear_layers(model))
+        params = weights(model)
         for name, mask in masks.items():
-            grad = layers[name].weight.grad
+            grad = params[name].grad
             if grad is not None:
                 grad.mul_(mask)
 
     def after_step(model: nn.Module, step: int) -> None:
-        layers = dict(linear_layers(model))
+        params = weights(model)
         with torch.no_grad():
             for name, mask in masks.items():
-                layers[name].weight.mul_(mask)
+                params[name].mul_(mask)
 
     return after_backward, (after_step if scheme == "weight" else None)
 
 
 @torch.no_grad()
-def sparsified(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+def sparsified(model: nn.Module, masks: Masks) -> nn.Module:
     """A deep copy of ``model`` with ``W <- M ⊙ W`` in every masked layer: the network *as a sparse net*.
 
     This is how a gradient-masked network would have to be deployed to get the parameter and FLOP
-    savings of sparsity. The original ``model`` is not changed.
+    savings of sparsity. ``masks`` follows :func:`check_masks`. The original ``model`` is not changed.
     """
-    copy_ = copy.deepcopy(model)
+    copy_ = apply_masks_(copy.deepcopy(model), masks)
     layers = dict(linear_layers(copy_))
-    for name, mask in masks.items():
-        if name not in layers:
-            raise ValueError(f"masks names layer {name!r}, which the model does not have")
-        layer = layers[name]
-        layer.weight.mul_(mask)
+    for name in masks:
+        layer = layers.get(name.removesuffix(".weight"))
         if isinstance(layer, MaskedLinear):
             layer.set_mode("weight")
     return copy_
@@ -504,7 +586,7 @@ def _density_sweep(data, *, sizes, densities, seeds, kinds, schemes, steps, lr, 
                         scale = 1.0 / math.sqrt(density) if scheme == "weight_rescaled" else 1.0
                         with torch.no_grad():
                             for name, layer in linear_layers(model):
-                                layer.weight.mul_(masks[name] * scale)
+                                layer.weight.mul_(masks[f"{name}.weight"] * scale)
                     after_backward, after_step = masking_hooks(masks, "gradient" if scheme == "gradient" else "weight")
                     train(model, data, steps=steps, lr=lr, batch_size=batch_size, momentum=momentum,
                           eval_every=steps, seed=seed, after_backward=after_backward, after_step=after_step,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import matplotlib as mpl
 import numpy as np
 
-__all__ = ["BOOK_STYLE", "PALETTE", "use_book_style", "heatmap"]
+__all__ = ["BOOK_STYLE", "PALETTE", "use_book_style", "heatmap", "glue_figure"]
 
 # Okabe-Ito: distinguishable under the common colour-vision deficiencies
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -67,3 +67,24 @@ def heatmap(ax, matrix, *, title: str | None = None, symmetric: bool = True, cma
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return image
+
+
+def glue_figure(name: str, fig) -> None:
+    """Hand ``fig`` to the HTML book as the glued output ``name``, for a numbered ``{glue:figure}``.
+
+    With myst-nb installed (the book build, nbval) the figure is stored with ``glue`` under
+    ``name`` and also shown in the notebook; tag the cell ``remove-output`` so that the HTML shows
+    it once, where the ``{glue:figure}`` directive with its caption places it. Without myst-nb
+    (Colab) it is simply displayed. The figure is closed afterwards, so it is not drawn twice.
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        from myst_nb import glue
+    except ImportError:
+        from IPython.display import display
+
+        display(fig)
+    else:
+        glue(name, fig, display=True)
+    plt.close(fig)

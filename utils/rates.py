@@ -316,7 +316,8 @@ def plot_compounding(fig, r: float = 0.05, T: float = 10.0, log10_m: float = 1.0
     Left: the account value ``(1 + r/m)^{floor(m t)}`` (a staircase) and ``e^{rt}`` over ``[0, T]``.
     Right: the gap ``e^{rT} - (1 + r/m)^{mT}`` against ``m`` (log-log), its first-order approximation
     ``r^2 T e^{rT} / (2m)`` (eq-rates-error), and the naive ``(1 + r/m) ** (mT)``, whose rounding
-    error grows like ``m T u e^{rT}`` (``u`` the unit roundoff) until ``1 + r/m`` rounds to 1.
+    error grows like ``m T u e^{rT}`` (``u`` the unit roundoff) until ``1 + r/m`` rounds to 1
+    (from ``m ~ r/u``). A vertical line, labelled in the legend, marks the ``m`` of the left panel.
     """
     m = 10.0 ** log10_m
     ax_path, ax_err = fig.subplots(1, 2)
@@ -340,7 +341,7 @@ def plot_compounding(fig, r: float = 0.05, T: float = 10.0, log10_m: float = 1.0
     ax_err.loglog(ms, np.maximum(approx, tiny), "--", color=PALETTE[2], label=r"$r^2 T e^{rT}/(2m)$")
     unit_roundoff = np.finfo(np.float64).eps / 2
     ax_err.loglog(ms, ms * T * unit_roundoff * exact, ":", color=PALETTE[3], label=r"rounding $mTu\,e^{rT}$")
-    ax_err.axvline(m, color=PALETTE[1], lw=0.8)
+    ax_err.axvline(m, color=PALETTE[1], lw=0.8, label=f"this $m$ = {m:.3g} (left panel)")
     ax_err.set_ylim(1e-17, max(10.0 * float(np.max(naive[np.isfinite(naive)])), 1e-10))
     ax_err.set_xlabel("compounding frequency $m$ (per year)")
     ax_err.set_ylabel("$|e^{rT} - (1+r/m)^{mT}|$")
@@ -369,16 +370,20 @@ def plot_pull_to_par(fig, r: float = 0.05, T: float = 10.0) -> None:
 def plot_replication(fig, r: float = 0.05, T: float = 5.0, market_price: float = 0.70) -> None:
     """Explorer 3: the two portfolios of the replication argument, and the arbitrage when mispriced.
 
-    Left: portfolio A (one ZCB, fair value ``Z(t, T)``), portfolio B (cash ``Z(0, T)`` in the money
-    market, value ``Z(0, T) e^{rt}``) and the bond's market price at 0. Right: the value
+    Left: portfolio A (one ZCB, fair value ``Z(t, T)``, a wide pale band), portfolio B (cash
+    ``Z(0, T)`` in the money market, value ``Z(0, T) e^{rt}``, a dark dashed line on top: the two
+    coincide) and the bond's market price at 0. Right: the value
     ``(P - Z(0, T)) e^{rt}`` of the arbitrage (short the bond and deposit the proceeds if it is dear,
     the reverse if it is cheap) which locks in ``|P - Z(0, T)| e^{rT}`` at ``T``.
     """
     ax_val, ax_arb = fig.subplots(1, 2)
     t = np.linspace(0.0, T, 300)
     fair = zcb_price(r, 0.0, T)
-    ax_val.plot(t, zcb_price(r, t, T), color=PALETTE[0], lw=2.5, label="A: one ZCB, $Z(t,T)$")
-    ax_val.plot(t, fair * money_market(r, t), "--", color=PALETTE[2], label="B: cash $Z(0,T)e^{rt}$")
+    # A and B coincide: A is a wide pale band, B a dark dashed line drawn on top of it
+    ax_val.plot(t, zcb_price(r, t, T), color=PALETTE[5], lw=6, alpha=0.45, solid_capstyle="butt",
+                label="A: one ZCB, $Z(t,T)$", zorder=2)
+    ax_val.plot(t, fair * money_market(r, t), "--", color=PALETTE[7], lw=1.2,
+                label="B: cash $Z(0,T)e^{rt}$", zorder=3)
     ax_val.plot([0.0], [market_price], "o", color=PALETTE[1], label=f"market price $P$ = {market_price:.3f}")
     ax_val.set_xlabel("time $t$ (years)")
     ax_val.set_ylabel("portfolio value")

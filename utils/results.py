@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["results_dir", "save_results", "load_results", "provenance_text"]
+__all__ = ["results_dir", "save_results", "load_results", "provenance_text", "rerun_commands"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
@@ -126,3 +126,38 @@ def provenance_text(record: dict) -> str:
     return (f"from results/{record['name']}.json, written by `{record['command']}`\n"
             f"on {p['date']} at commit {p['commit']} ({p['machine']}, torch {p['torch']}, "
             f"{p['threads']} thread(s){seeds})")
+
+
+def rerun_commands(names: list[str] | None = None, root: str | os.PathLike | None = None,
+                   dry_run: bool = False) -> list[tuple[str, str]]:
+    """Run again the command recorded in each results file (``make results``).
+
+    Commands run from the repository root with the virtual environment's ``bin`` first on
+    ``PATH``; ``names`` picks files (default: all). Returns ``(name, command)`` pairs in order.
+    """
+    folder = results_dir(root)
+    repo = Path(__file__).resolve().parent.parent
+    chosen = sorted(p.stem for p in folder.glob("*.json")) if not names else list(names)
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    ran = []
+    for name in chosen:
+        command = load_results(name, root=root)["command"]
+        ran.append((name, command))
+        if not dry_run:
+            subprocess.run(["bash", "-c", command], cwd=repo, env=env, check=True)
+    return ran
+
+
+if __name__ == "__main__":  # python -m utils.results [--run] [NAME ...]
+    import argparse
+
+    parser = argparse.ArgumentParser(description="List, or run again, the commands behind results/")
+    parser.add_argument("names", nargs="*")
+    parser.add_argument("--run", action="store_true", help="run the commands (slow: full mode)")
+    args = parser.parse_args()
+    for name, command in rerun_commands(args.names, dry_run=True):
+        record = load_results(name)
+        print(f"{name}: {command}\n  ({provenance_text(record).splitlines()[-1]})")
+    if args.run:
+        rerun_commands(args.names)

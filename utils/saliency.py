@@ -12,8 +12,9 @@ it is conserved:
   ``<dR/dx, x> = <dR/dy, y>``.
 
 This module computes the saliency of any model, the per-neuron and per-layer sums the theorems are
-about, the quantities on their right-hand sides, the defect that appears when the activation is not
-homogeneous, and the pruning scores the chapter compares (magnitude, SNIP, GraSP, SynFlow). The
+about, the quantities on their right-hand sides and the defect that appears when the activation is not
+homogeneous. The pruning scores the chapter compares (magnitude, SNIP, GraSP, SynFlow) are the book's
+one set of scorers, :func:`utils.pruning.score`, shared with the SynFlow chapter. The
 network-level functions work on ``nn.Sequential`` stacks of ``nn.Linear`` layers with elementwise
 activations in between, as built by :func:`utils.models.mlp` or :func:`saliency_mlp`.
 """
@@ -46,10 +47,6 @@ __all__ = [
     "cut_edges",
     "homogeneity_defect",
     "conservation_report",
-    "magnitude_scores",
-    "snip_scores",
-    "grasp_scores",
-    "synflow_scores",
     "loglog_slope",
     "plot_conservation",
     "plot_layer_size_law",
@@ -229,7 +226,7 @@ def neuron_flows_from_scores(model: nn.Module, scores: dict[str, torch.Tensor]) 
     """Per hidden neuron, the incoming (weights + bias) and outgoing sums of given scores.
 
     ``scores`` maps parameter names to tensors shaped like the parameters (e.g. from
-    :func:`synaptic_saliency` or :func:`synflow_scores`; a missing bias counts as zero). Returns one
+    :func:`synaptic_saliency` or :func:`utils.pruning.score`; a missing bias counts as zero). Returns one
     :class:`NeuronFlows` per hidden layer, in forward order (``L - 1`` of them for ``L`` linear layers).
     """
     blocks = _blocks(model)
@@ -400,75 +397,6 @@ def conservation_report(model: nn.Module, objective: Objective, x: torch.Tensor)
         report["bias_shift_error"] = max((abs(weights[l + 1] - weights[l] - biases[l])
                                           for l in range(min(len(weights) - 1, len(biases)))), default=0.0) / size
     return report
-
-
-# --------------------------------------------------------------------------------------------------
-# pruning scores: which are synaptic saliencies
-# --------------------------------------------------------------------------------------------------
-
-def magnitude_scores(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``|theta|`` for every weight matrix: the magnitude score, *not* a synaptic saliency.
-
-    (It is ``d||theta||_1/dtheta * theta``, of the Hadamard form, but ``||theta||_1`` is not a function of the
-    network's output, and the conservation laws fail for it.)
-    """
-    _check_model(model)
-    return {n: p.detach().abs() for n, p in model.named_parameters() if n.endswith("weight")}
-
-
-def snip_scores(model: nn.Module, objective: Objective, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """SNIP's connection sensitivity ``|dL/dtheta * theta|`` {cite}`lee2019snip` for every weight matrix.
-
-    The absolute value of the synaptic saliency with ``R = L`` (the training loss); SNIP normalises
-    by the total, which does not change the ranking, so it is omitted here.
-    """
-    S = synaptic_saliency(model, objective, x)
-    return {n: s.abs() for n, s in S.items() if n.endswith("weight")}
-
-
-def grasp_scores(model: nn.Module, objective: Objective, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """GraSP's score ``-(H g) * theta`` {cite}`wang2020grasp`, ``g = dL/dtheta``, ``H`` the Hessian of ``L``.
-
-    ``H g = d/dtheta (||g||^2 / 2)``, so this is ``-dR/dtheta * theta`` with ``R = ||g||^2 / 2``: of the
-    Hadamard form, but ``R`` depends on ``theta`` beyond the network's output. Every weight matrix.
-    """
-    _check_model(model)
-    _check_objective(objective)
-    _check_input(x)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    L = _scalar(objective(model(x)))
-    grads = torch.autograd.grad(L, [p for _, p in named], create_graph=True)
-    half_sq = sum((g * g).sum() for g in grads) / 2
-    hg = torch.autograd.grad(half_sq, [p for _, p in named], allow_unused=True)
-    return {n: (-(torch.zeros_like(p) if h is None else h) * p).detach()
-            for (n, p), h in zip(named, hg) if n.endswith("weight")}
-
-
-def synflow_scores(model: nn.Module) -> dict[str, torch.Tensor]:
-    """SynFlow scores ``dR_SF/dtheta * theta`` with ``R_SF = 1^T |theta^(L)| ... |theta^(1)| 1`` (notes eq. 6)
-    {cite}`tanaka2020synflow`, for every weight matrix (biases take no part in eq. 6).
-
-    Computed on the linear network with weights ``|theta|``; since ``dR_SF/dtheta * theta =
-    dR_SF/d|theta| * |theta|``, every score is >= 0. Masked (zeroed) weights score 0.
-
-    This is eq. 6 exactly, weights only, for the conservation checks of this chapter. The pruning
-    chapter's ``utils.pruning.synflow_scores`` computes the same scores on a network without biases,
-    but follows the reference implementation on a biased one (biases add flow) and handles masks
-    and convolutions.
-
-    >>> model = saliency_mlp([2, 2, 1])
-    >>> _ = model.fc1.weight.data.fill_(1.0); _ = model.fc2.weight.data.fill_(-2.0)
-    >>> synflow_scores(model)["fc2.weight"]   # R_SF = 8; each output weight carries half of it
-    tensor([[4., 4.]], dtype=torch.float64)
-    """
-    blocks = _blocks(model)
-    mats = [layer.weight.detach().abs().requires_grad_(True) for _, layer, _ in blocks]
-    v = torch.ones(blocks[0][1].in_features, dtype=mats[0].dtype)
-    for A in mats:
-        v = A @ v
-    R = v.sum()
-    grads = torch.autograd.grad(R, mats)
-    return {f"{name}.weight": (g * A).detach() for (name, _, _), g, A in zip(blocks, grads, mats)}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,19 +5,23 @@ An explorer is a pure plotting function ``plot_fn(fig, **params)`` that draws on
 twice:
 
 * :func:`explorer` wraps it in ``ipywidgets.interactive`` for a live kernel (Colab, Jupyter);
-* :func:`small_multiples` draws it over a small grid of settings into one static figure, which is
-  what a reader of the HTML book, who has no kernel, sees.
+* :func:`small_multiples` draws it over a small grid of settings into one static figure (for
+  print, and for a reader who wants every setting side by side);
+* :func:`animation` draws it over a sweep of its main control into a self-contained HTML player
+  (matplotlib's ``FuncAnimation.to_jshtml``): a slider and play buttons that move in the HTML book
+  with no kernel and no network.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 from typing import Any, Callable
 
 import matplotlib.pyplot as plt
 
-__all__ = ["grid", "explorer", "small_multiples", "describe"]
+__all__ = ["grid", "explorer", "small_multiples", "animation", "describe"]
 
 
 def grid(**values: list) -> list[dict[str, Any]]:
@@ -96,3 +100,56 @@ def small_multiples(plot_fn: Callable[..., Any], settings: list[dict[str, Any]],
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def animation(plot_fn: Callable[..., Any], name: str, values: list, *,
+              fixed: dict[str, Any] | None = None, figsize: tuple[float, float] = (8.0, 4.0),
+              interval: int = 600, dpi: int = 72):
+    """An HTML player of ``plot_fn(fig, name=value, **fixed)`` for each value in ``values``.
+
+    The frames are drawn once, here, and embedded as PNG images with a slider and play controls
+    (``FuncAnimation.to_jshtml``), so the explorer moves in the static HTML book. Each frame is
+    titled with its setting. Returns an ``IPython.display.HTML`` object: display it in a cell.
+    Keep ``values`` short (a dozen frames at ``dpi=72`` weigh a few hundred kB).
+    """
+    from IPython.display import HTML
+    from matplotlib.animation import FuncAnimation
+
+    _check_plot_fn(plot_fn)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be the plot function's parameter to sweep, got {name!r}")
+    if not isinstance(values, (list, tuple)) or not 2 <= len(values) <= 60:
+        raise ValueError(f"values must be a list of 2 to 60 settings of {name!r}, got {values!r}")
+    fixed = dict(fixed or {})
+    if name in fixed:
+        raise ValueError(f"{name!r} is swept, so it cannot also be in fixed")
+    fig = plt.figure(figsize=figsize, layout="constrained", dpi=dpi)
+
+    def draw(i):
+        fig.clear()
+        plot_fn(fig, **fixed, **{name: values[i]})
+        fig.suptitle(describe({name: values[i]}), fontsize="small")
+        return []
+
+    player = FuncAnimation(fig, draw, frames=len(values), interval=interval, blit=False)
+    html = player.to_jshtml(default_mode="once")
+    plt.close(fig)
+    return HTML(_offline_player(html))
+
+
+# matplotlib's player loads Font Awesome from a CDN for its button icons; the book must work
+# offline, so the icons become plain Unicode symbols and the stylesheet link goes
+# (geometric shapes and ASCII only: the media-control block U+23xx is missing from common fonts)
+_ICONS = {"fa-fast-backward": "|\u25c0", "fa-step-backward": "\u25c1",
+          "fa-play fa-flip-horizontal": "\u25c0", "fa-pause": "||", "fa-play": "\u25b6",
+          "fa-step-forward": "\u25b7", "fa-fast-forward": "\u25b6|", "fa-minus": "\u2212",
+          "fa-plus": "+"}
+
+
+def _offline_player(html: str) -> str:
+    html = re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html)
+    for icon, symbol in _ICONS.items():
+        html = html.replace(f'<i class="fa {icon}"></i>', symbol)
+    if "://" in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html):
+        raise RuntimeError("the animation player still refers to the network")
+    return html

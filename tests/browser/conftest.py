@@ -36,16 +36,21 @@ INSPECT = r"""() => {
     mathErrors: article.querySelectorAll('mjx-merror').length,
     rawMath,
     brokenImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src')),
-    figureSources: [...article.querySelectorAll('.cell_output img')].map(i => i.getAttribute('src')),
+    figureSources: [...article.querySelectorAll('.cell_output img, figure img')].map(i => i.getAttribute('src')),
     outputText,
     tracebacks: outputs.filter(o => o.querySelector('.traceback, .output.error') || /Traceback \(most recent call last\)/.test(o.innerText)).length,
     widgetViews: article.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
-    explorers: explorerCells.map(([c, i]) => ({
+    // a figure below an explorer: a cell's output image or a numbered (glued) figure, before the
+    // next explorer
+    explorers: explorerCells.map(([c, i], k) => ({
         hasOwnOutput: !!c.querySelector('.cell_output'),
-        figureBelow: cells.slice(i + 1, i + 4).some(d => d.querySelector('.cell_output img')),
+        figureBelow: [...article.querySelectorAll('.cell_output img, figure img')].some(p =>
+            (c.compareDocumentPosition(p) & Node.DOCUMENT_POSITION_FOLLOWING) &&
+            (k + 1 === explorerCells.length ||
+             (p.compareDocumentPosition(explorerCells[k + 1][0]) & Node.DOCUMENT_POSITION_FOLLOWING))),
     })),
     figureCellsShowingCode: cells.filter(c => c.querySelector('.cell_output img') && c.querySelector('.cell_input')
-        && !/\bassert\b/.test(c.querySelector('.cell_input').innerText) && !/\bexplorer\(/.test(c.querySelector('.cell_input').innerText)
+        && !/\bassert\b/.test(c.querySelector('.cell_input').innerText) && !/\b(explorer|animation)\(/.test(c.querySelector('.cell_input').innerText)
         && !c.classList.contains('tag_hide-input')).map(c => c.querySelector('.cell_input').innerText.slice(0, 60)),
     proofBlocks: article.querySelectorAll('div.proof').length,
     exercises: article.querySelectorAll('div.exercise').length,

@@ -225,3 +225,54 @@ def test_external_links_answer():
         except Exception as exc:  # noqa: BLE001 - any failure is a broken link to report
             bad.append(f"{url}: {exc}")
     assert bad == [], f"broken external links: {bad}"
+
+
+MOVE_PLAYERS = """() => [...document.querySelectorAll('.animation')].map(player => {
+  const img = player.querySelector('img'), slider = player.querySelector('input[type=range]');
+  if (!img || !slider) return {ok: false, why: 'no image or no slider'};
+  const before = img.src;
+  slider.value = slider.max;
+  slider.dispatchEvent(new Event('input', {bubbles: true}));
+  return {ok: img.src !== before, why: 'moving the slider did not change the frame',
+          frames: Number(slider.max) + 1};
+})"""
+
+
+def test_animated_explorers_move_offline(toc_page, light_context):
+    """Every explorer player (utils.widgets.animation) changes its frame when its slider moves."""
+    source = toc_page.source.read_text() if toc_page.is_notebook else ""
+    page, errors = open_page(light_context, toc_page.html.as_uri())
+    players = page.evaluate(MOVE_PLAYERS)
+    page.close()
+    if "animation(" in source:
+        assert players, f"{toc_page.docname}: animation() in the notebook, no player on the page"
+    bad = [p["why"] for p in players if not p["ok"]]
+    assert bad == [] and errors == [], f"{toc_page.docname}: {bad or errors}"
+
+
+def test_page_weight_within_budget(toc_page, inspected):
+    """A chapter page with its images stays under 8 MB (animations embed their frames)."""
+    images = {(toc_page.html.parent / unquote(src)).resolve() for src in inspected(toc_page)["figureSources"]
+              if not src.startswith("data:")}  # embedded frames are counted in the page itself
+    weight = toc_page.html.stat().st_size + sum(p.stat().st_size for p in images if p.is_file())
+    assert weight <= 8 * 2**20, f"{toc_page.docname}: {weight / 2**20:.1f} MB with its images"
+
+
+WIDE_BLOCKS = """() => [...document.querySelectorAll('article pre')]
+  .filter(p => p.scrollWidth > p.clientWidth + 1)
+  .map(p => p.innerText.split('\\n').reduce((a, l) => (l.length > a.length ? l : a), '').slice(0, 70))"""
+
+# chapters whose code and printed tables are not yet within the column (issue 18): listed here,
+# skipped loudly, and taken off the list as each one is shortened
+NOT_YET_WITHIN_THE_COLUMN = {"chapters/01_masking", "chapters/02_saliency", "chapters/03_synflow",
+                             "chapters/06_per_example_gradients", "chapters/07_clipping"}
+
+
+def test_code_and_outputs_fit_the_column(toc_page, light_context):
+    """At 1280 px no code cell or printed output scrolls sideways (80 characters fit)."""
+    if toc_page.docname in NOT_YET_WITHIN_THE_COLUMN:
+        pytest.skip(f"{toc_page.docname}: lines not yet shortened to the column (issue 18)")
+    page, _ = open_page(light_context, toc_page.html.as_uri())
+    wide = page.evaluate(WIDE_BLOCKS)
+    page.close()
+    assert wide == [], f"{toc_page.docname}: blocks wider than the column, e.g. {wide[:3]}"

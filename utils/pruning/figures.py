@@ -1,0 +1,134 @@
+"""The figures of chapter ``03_synflow``: layer profiles, the collapse sweep, accuracy vs compression.
+
+Each function draws one figure (or explorer panel) from the records of
+:func:`utils.pruning.sweep` or from training results; the data behind them is tested in
+``tests/test_pruning.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..plotting import PALETTE
+
+__all__ = ["METHOD_COLORS", "plot_layer_profile", "plot_collapse_sweep", "plot_method_layers",
+           "plot_accuracy_vs_compression"]
+
+METHOD_COLORS = {"random": PALETTE[7], "magnitude": PALETTE[2], "snip": PALETTE[4], "grasp": PALETTE[3],
+                 "synflow": PALETTE[0], "synflow-1shot": PALETTE[5]}
+
+
+def _nearest(records: list[dict], method: str, log10_compression: float) -> dict:
+    rows = [r for r in records if r["method"] == method]
+    if not rows:
+        raise ValueError(f"no records for method {method!r}; the sweep has {sorted({r['method'] for r in records})}")
+    return min(rows, key=lambda r: abs(r["log10_compression"] - log10_compression))
+
+
+def plot_layer_profile(fig, method: str = "synflow", log10_compression: float = 2.0, *, records: list[dict],
+                       layer_labels: list[str] | None = None) -> None:
+    """Explorer panel: the fraction of weights left in each layer (log scale) for one method and
+    compression, taken from a :func:`sweep` (the nearest compression swept), with a collapse flag in the
+    title, the global density ``1/rho`` dashed and a red cross for each empty layer."""
+    r = _nearest(records, method, log10_compression)
+    ax = fig.subplots()
+    dens = np.array(r["density"], dtype=float)
+    x = np.arange(1, len(dens) + 1)
+    floor = 1e-5
+    ax.bar(x, np.where(dens > 0, dens, np.nan), color=METHOD_COLORS.get(method, PALETTE[0]))
+    empty = dens == 0
+    if empty.any():   # an empty layer has no bar on a log axis: mark it
+        ax.plot(x[empty], np.full(empty.sum(), floor * 3), "x", color="#B00000", ms=8, mew=2, label="empty layer")
+    ax.axhline(10.0 ** -r["log10_compression"], color="#444444", ls="--", lw=1, label="global density $1/\\rho$")
+    ax.set_yscale("log")
+    ax.set_ylim(floor, 1.5)
+    ax.set_xticks(x, layer_labels or [f"{i}" for i in x])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("fraction of weights left")
+    flag = "COLLAPSED" if r["collapsed"] else "connected"
+    ax.set_title(f"{method}, $\\rho = 10^{{{r['log10_compression']:.2f}}}$: {flag}",
+                 color="#B00000" if r["collapsed"] else "#222222", fontsize="small")
+
+
+def plot_collapse_sweep(axes, records: list[dict], *, rho_max: float | None = None,
+                        layers: list[int] | None = None) -> None:
+    """The layer-collapse figure: ``axes[0]`` the fraction left in the smallest-density layer per method
+    vs compression; ``axes[1]`` the number of input-output paths (log) vs compression.
+
+    Collapsed points are drawn hollow; ``rho_max`` is marked with a vertical line.
+    """
+    ax_d, ax_p = axes
+    for method in dict.fromkeys(r["method"] for r in records):
+        rows = sorted((r for r in records if r["method"] == method), key=lambda r: r["log10_compression"])
+        c = np.array([r["log10_compression"] for r in rows])
+        dmin = np.array([min(r["density"]) if layers is None else min(r["density"][i] for i in layers) for r in rows])
+        paths = np.array([r["paths"] for r in rows])
+        color = METHOD_COLORS.get(method, None)
+        ax_d.plot(10 ** c, np.maximum(dmin, 1e-6), "-", color=color, label=method)
+        ax_p.plot(10 ** c, np.maximum(paths, 0.5), "-", color=color, label=method)
+        dead = np.array([r["collapsed"] for r in rows])
+        ax_d.plot(10 ** c[dead], np.maximum(dmin[dead], 1e-6), "o", mfc="white", color=color, ms=4)
+        ax_p.plot(10 ** c[dead], np.maximum(paths[dead], 0.5), "o", mfc="white", color=color, ms=4)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("compression ratio $\\rho$")
+        if rho_max is not None:
+            ax.axvline(rho_max, color="#444444", ls=":", lw=1)
+    ax_d.set_ylabel("fraction left in the sparsest layer")
+    ax_p.set_ylabel("input-output paths (0 drawn at 0.5)")
+    ax_d.legend(fontsize="x-small")
+
+
+def plot_accuracy_vs_compression(ax, results: list[dict], *, chance: float | None = 0.1) -> None:
+    """Test accuracy (%) vs compression (log x): mean over seeds with a min/max band, one curve per method.
+
+    ``results`` holds dicts with ``method``, ``log10_compression``, ``seed``, ``test_accuracy`` (in [0, 1]).
+    """
+    for method in dict.fromkeys(r["method"] for r in results):
+        cs = sorted({r["log10_compression"] for r in results if r["method"] == method})
+        acc = [[100 * r["test_accuracy"] for r in results if r["method"] == method and r["log10_compression"] == c]
+               for c in cs]
+        mean = np.array([np.mean(a) for a in acc])
+        lo, hi = np.array([min(a) for a in acc]), np.array([max(a) for a in acc])
+        x = 10.0 ** np.array(cs)
+        color = METHOD_COLORS.get(method, None)
+        ax.plot(x, mean, "o-", color=color, label=method, ms=3)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+    if chance is not None:
+        ax.axhline(100 * chance, color="#444444", ls=":", lw=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio $\\rho$")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize="x-small")
+
+
+def plot_method_layers(ax, records: list[dict], method: str, *, rho_max: float | None = None,
+                       layer_labels: list[str] | None = None) -> None:
+    """Fraction of weights left in each layer (one line per layer, log-log) vs compression for one method
+    of a :func:`sweep`; the first collapsed compression is shaded and ``rho_max`` marked."""
+    rows = sorted((r for r in records if r["method"] == method), key=lambda r: r["log10_compression"])
+    if not rows:
+        raise ValueError(f"no records for method {method!r}")
+    rho = 10.0 ** np.array([r["log10_compression"] for r in rows])
+    dens = np.array([r["density"] for r in rows], dtype=float)
+    floor = 1e-5
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    n_layers = dens.shape[1]
+    for l in range(n_layers):
+        label = layer_labels[l] if layer_labels else f"layer {l + 1}"
+        ax.plot(rho, np.maximum(dens[:, l], floor), color=cmap(l / max(1, n_layers - 1)), lw=1.5, label=label)
+    ax.plot(rho, 1.0 / rho, "k--", lw=1, label="$1/\\rho$")
+    dead = [r["log10_compression"] for r in rows if r["collapsed"]]
+    if dead:
+        ax.axvspan(10.0 ** min(dead), rho[-1], color="#B00000", alpha=0.08, lw=0)
+    if rho_max is not None:
+        ax.axvline(rho_max, color="#444444", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(floor * 0.8, 1.5)
+    ax.set_title(method, fontsize="small")
+    ax.set_xlabel("compression ratio $\\rho$")
+    ax.set_ylabel("fraction of weights left")
