@@ -20,7 +20,7 @@ NBVAL_WORKERS ?= 2
 export BOOK_CELL_TIMEOUT := $(CELL_TIMEOUT)
 
 .PHONY: book test unit notebooks build-strict build-from-nbval browser screenshots chromium env \
-        soak colab-check pdf poppler results clean
+        soak colab-check pdf poppler results bench clean
 
 env: $(STAMP)
 
@@ -122,3 +122,15 @@ colab-check: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# benchmark extras (requirements-bench.txt, --no-deps keeps the pinned torch) and the per-example
+# norms benchmark, which writes results/per_example_bench.json for chapter 6 (about 40 minutes
+# on a busy 2-core machine)
+BENCH_STAMP := $(VENV)/.bench-requirements-installed
+
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_per_example.py --rounds 60 --slow-every 20 --threads 1 2 --save

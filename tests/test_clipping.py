@@ -19,6 +19,7 @@ from utils.clipping import (
     clip,
     clip_factors,
     clipped_backward_,
+    dp_clipped_sgd,
     clipped_gd,
     clipped_igc,
     clipped_sgd,
@@ -28,9 +29,11 @@ from utils.clipping import (
     ls_grads,
     ls_objective,
     network_clipping_condition,
+    noise_for_privacy,
     outlier_regression,
     per_example_betas,
     plot_clipping_explorer,
+    privacy_spent,
     train_clipped,
 )
 from utils.data import Split
@@ -336,6 +339,122 @@ def test_train_clipped_runs_and_records():
     assert all(-10 < s <= 1 + 1e-6 for s in hist["S_over_m"])
     with pytest.raises(ValueError, match="steps"):
         train_clipped(mlp([6, 8, 2]), data, eta=1.0, steps=0)
+
+
+def _flat_grad(model):
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).numpy()
+
+
+def test_step_split_into_length_and_angle():
+    """S / B = (||d|| / ||grad f||) cos phi (eq-clip-S-split), each factor against materialised rows."""
+    model, x, y = _net_batch(3)
+    G = _materialised(model, x, y)
+    eta = float(np.quantile(np.linalg.norm(G, axis=1), 0.3))
+    stats = clipped_backward_(model, ce, x, y, eta)
+    d, g = clip(G, eta).mean(0), G.mean(0)
+    assert np.abs(_flat_grad(model) - d).max() < 1e-12
+    assert abs(stats["step_ratio"] - np.linalg.norm(d) / np.linalg.norm(g)) < 1e-12
+    cos = d @ g / (np.linalg.norm(d) * np.linalg.norm(g))
+    assert abs(stats["cos_phi"] - cos) < 1e-12 and stats["step_ratio"] < 1
+    assert abs(stats["S_over_B"] - stats["step_ratio"] * stats["cos_phi"]) < 1e-12
+    assert abs(stats["S"] - clipping_condition(G, eta)[2]) < 1e-12
+
+
+def test_match_length_keeps_direction_and_takes_sgd_length():
+    model, x, y = _net_batch(4)
+    G = _materialised(model, x, y)
+    eta = float(np.quantile(np.linalg.norm(G, axis=1), 0.3))
+    clipped_backward_(model, ce, x, y, eta, match_length=True)
+    step, d = _flat_grad(model), clip(G, eta).mean(0)
+    assert abs(np.linalg.norm(step) - np.linalg.norm(G.mean(0))) < 1e-12
+    assert np.abs(step / np.linalg.norm(step) - d / np.linalg.norm(d)).max() < 1e-12
+    clipped_backward_(model, ce, x, y, math.inf, match_length=True)         # nothing clipped: plain SGD
+    assert np.abs(_flat_grad(model) - G.mean(0)).max() < 1e-12
+
+
+def test_noise_is_sigma_eta_xi_over_normalizer():
+    model, x, y = _net_batch(5)
+    G = _materialised(model, x, y)
+    eta, sigma, norm_ = 0.5, 1.3, 20.0
+    clipped_backward_(model, ce, x, y, eta, noise_multiplier=sigma, normalizer=norm_,
+                      generator=torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    xi = torch.cat([torch.randn(p.shape, generator=gen, dtype=p.dtype).reshape(-1)
+                    for p in model.parameters()]).numpy()
+    expected = (clip(G, eta).sum(0) + sigma * eta * xi) / norm_
+    assert np.abs(_flat_grad(model) - expected).max() < 1e-12
+    with pytest.raises(ValueError, match="finite eta"):
+        clipped_backward_(model, ce, x, y, math.inf, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="match_length"):
+        clipped_backward_(model, ce, x, y, 1.0, noise_multiplier=1.0, match_length=True)
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        clipped_backward_(model, ce, x, y, 1.0, noise_multiplier=-1.0)
+    with pytest.raises(ValueError, match="normalizer"):
+        clipped_backward_(model, ce, x, y, 1.0, normalizer=0.0)
+
+
+def test_privacy_spent_matches_the_analytic_gaussian_mechanism():
+    """q = 1: T Gaussian steps are one Gaussian mechanism with sigma / sqrt(T) (Balle & Wang 2018)."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    sigma, steps, delta = 2.0, 16, 1e-5
+    s = sigma / math.sqrt(steps)
+
+    def delta_of(eps):
+        return norm.cdf(-eps * s + 0.5 / s) - math.exp(eps) * norm.cdf(-eps * s - 0.5 / s) - delta
+
+    exact = brentq(delta_of, 1e-6, 100.0)
+    prv = privacy_spent(sigma, 1.0, steps, delta, accountant="prv")
+    rdp = privacy_spent(sigma, 1.0, steps, delta, accountant="rdp")
+    assert abs(prv - exact) < 0.02 * exact                 # PRV is numerically exact
+    assert exact - 1e-6 <= rdp < 1.5 * exact               # RDP is an upper bound, not far off
+
+
+def test_privacy_spent_monotone_and_noise_for_privacy_inverts_it():
+    q, steps, delta = 0.05, 300, 1e-5
+    eps = [privacy_spent(s, q, steps, delta) for s in (0.8, 1.0, 1.5)]
+    assert eps[0] > eps[1] > eps[2] > 0
+    assert privacy_spent(1.0, q, 600, delta) > eps[1]
+    sigma = noise_for_privacy(2.0, delta, q, steps)
+    assert 1.9 < privacy_spent(sigma, q, steps, delta) <= 2.0
+    with pytest.raises(ValueError, match="sample_rate"):
+        privacy_spent(1.0, 1.5, steps, delta)
+    with pytest.raises(ValueError, match="delta"):
+        privacy_spent(1.0, q, steps, 1.0)
+    with pytest.raises(ValueError, match="accountant"):
+        privacy_spent(1.0, q, steps, delta, accountant="moments")
+
+
+def test_dp_clipped_sgd_without_noise_and_sampling_is_clipped_gd():
+    X, y, _, _ = outlier_regression(n=50, seed=0)
+    ref = clipped_gd(ls_grads(X, y), [0.0, 0.0], eta=1.0, lr=0.3, steps=20).x
+    out = dp_clipped_sgd(ls_grads(X, y), [0.0, 0.0], 1.0, 0.3, 20, noise_multiplier=0.0, sample_rate=1.0)
+    assert np.abs(out - ref).max() < 1e-12
+    a = dp_clipped_sgd(ls_grads(X, y), [0.0, 0.0], 1.0, 0.3, 20, noise_multiplier=1.0, sample_rate=0.2, seed=3)
+    b = dp_clipped_sgd(ls_grads(X, y), [0.0, 0.0], 1.0, 0.3, 20, noise_multiplier=1.0, sample_rate=0.2, seed=3)
+    assert np.array_equal(a, b) and not np.allclose(a, out)
+    with pytest.raises(ValueError, match="finite eta"):
+        dp_clipped_sgd(ls_grads(X, y), [0.0, 0.0], math.inf, 0.3, 5, noise_multiplier=1.0, sample_rate=0.2)
+    with pytest.raises(ValueError, match="sample_rate"):
+        dp_clipped_sgd(ls_grads(X, y), [0.0, 0.0], 1.0, 0.3, 5, noise_multiplier=1.0, sample_rate=0.0)
+
+
+def test_train_clipped_poisson_and_noise():
+    torch.manual_seed(0)
+    x = torch.randn(200, 6)
+    y = (x[:, 0] > 0).long()
+    data = Split(x[:150], y[:150], x[150:], y[150:], "toy")
+    kw = dict(eta=0.5, steps=40, lr=0.1, eval_every=20, probe_size=32, progress=False,
+              noise_multiplier=1.0, sample_rate=0.1)
+    torch.manual_seed(0)
+    h1 = train_clipped(mlp([6, 8, 2]), data, seed=1, **kw)
+    sizes = np.array(h1["batch_size"])
+    assert len(set(sizes.tolist())) > 3 and 10 < sizes.mean() < 20          # Poisson, mean q m = 15
+    torch.manual_seed(0)
+    h2 = train_clipped(mlp([6, 8, 2]), data, seed=1, **kw)
+    assert h1["train_loss"] == h2["train_loss"]                              # reproducible under the seed
+    assert all(abs(s - r * c) < 1e-6 for s, r, c in zip(h1["S_over_m"], h1["step_ratio"], h1["cos_phi"]))
 
 
 def test_explorer_panel_draws():

@@ -15,12 +15,17 @@ from torch import nn
 
 from utils.models import mlp
 from utils.per_example import (
+    NormTracker,
+    gram_is_cheaper,
     layer_sq_norms,
     norms_from_grads,
     per_example_grad_norms,
     per_example_grads,
     plot_norm_snapshot,
+    rank_by_norm_and_loss,
+    top_k_precision,
     track_norms,
+    trainable_layers,
     trainable_linear_layers,
 )
 
@@ -38,7 +43,7 @@ def naive_norms(model, loss_fn, x, y, per_layer=False):
         model.zero_grad(set_to_none=True)
         loss_fn(model(x[j:j + 1]), y[j:j + 1]).sum().backward()
         sq = [sum((p.grad ** 2).sum() for p in layer.parameters() if p.grad is not None)
-              for _, layer in trainable_linear_layers(model)]
+              for _, layer in trainable_layers(model)]
         rows.append(torch.stack([torch.as_tensor(s) for s in sq]))
     model.zero_grad(set_to_none=True)
     sq = torch.stack(rows)
@@ -210,12 +215,94 @@ def test_conv_via_unfold_gram_form_matches_vmap():
     ce(nn.Sequential(*list(model)[1:])(out), y).sum().backward()
     h = F.unfold(x, kernel_size=3).transpose(1, 2)                      # (B, T, C k k)
     zbar = out.grad.flatten(2).transpose(1, 2)                          # (B, T, p)
-    grads = per_example_grads(model, ce, x, y)
-    ref = norms_from_grads(grads)
+    ref = norms_from_grads(per_example_grads(model, ce, x, y))
     for method in ("gram", "outer"):
         assert torch.allclose(layer_sq_norms(h, zbar, method=method).sqrt(), ref, rtol=1e-10)
+    assert torch.allclose(per_example_grad_norms(model, ce, x, y), ref, rtol=1e-10)
+
+
+class ConvNet(nn.Module):
+    """Two convolutions with assorted geometry, then a linear head."""
+
+    def __init__(self, conv1: dict, conv2: dict, bias: bool = True):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, bias=bias, **conv1)
+        self.c2 = nn.Conv2d(4, 3, bias=bias, **conv2)
+        self.head = nn.LazyLinear(3, bias=bias)
+
+    def forward(self, x):
+        z = torch.tanh(self.c2(torch.tanh(self.c1(x))))
+        return self.head(z.flatten(1))
+
+
+CONV_CASES = [
+    (dict(kernel_size=3), dict(kernel_size=3, padding=1)),
+    (dict(kernel_size=(3, 2), stride=2, padding=(1, 0)), dict(kernel_size=2, dilation=2)),
+    (dict(kernel_size=3, padding="same", padding_mode="reflect"), dict(kernel_size=1)),
+    (dict(kernel_size=4, padding="same"), dict(kernel_size=3, padding=2, padding_mode="circular")),
+    (dict(kernel_size=3, stride=3), dict(kernel_size=2)),      # conv2: T = 2, the Gram form
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_conv2d_layers_match_vmap(case, bias, dtype):
+    """eq-pex-conv: strides, dilation, string and non-zero padding, with and without bias;
+    both the grouped-convolution (outer) and the Gram form, chosen by gram_is_cheaper."""
+    torch.manual_seed(case)
+    model = ConvNet(*CONV_CASES[case], bias=bias)
+    x = torch.randn(6, 2, 9, 8)
+    model(x)                                    # materialise the lazy head
+    model = model.to(dtype)
+    x, y = x.to(dtype), torch.randint(0, 3, (6,))
+    ref = norms_from_grads(per_example_grads(model, ce, x, y))
+    ours = per_example_grad_norms(model, ce, x, y)
+    assert close(ours, ref, dtype)
+    per_layer = per_example_grad_norms(model, ce, x, y, per_layer=True)
+    assert per_layer.shape == (6, 3)
+    assert close(per_layer, naive_norms(model, ce, x, y, per_layer=True), dtype)
+
+
+def test_conv2d_tracked_in_an_ordinary_mean_step_both_forms():
+    """digits_convnet through track_norms (mean loss); "outer" and "gram" agree with vmap."""
+    from utils.pruning import digits_convnet
+    model = digits_convnet(seed=1).double()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(7, 64, generator=g, dtype=torch.float64), torch.randint(0, 10, (7,), generator=g)
+    with track_norms(model, reduction="mean") as tracker:
+        F.cross_entropy(model(x), y).backward()
+    ref = norms_from_grads(per_example_grads(model, ce, x, y))
+    assert torch.allclose(tracker.norms(), ref, rtol=1e-10)
+    for c in tracker.captured():
+        if c.h.ndim == 3:
+            gram = layer_sq_norms(c.h, c.zbar, weight=c.weight, bias=c.bias, method="gram")
+            outer = layer_sq_norms(c.h, c.zbar, weight=c.weight, bias=c.bias, method="outer")
+            assert torch.allclose(gram, outer, rtol=1e-10)
+
+
+def test_grouped_conv_is_rejected_by_name():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ValueError, match="'0' has groups=2"):
+        per_example_grad_norms(model, ce, torch.randn(3, 4, 5, 5), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="Conv2d"):
-        per_example_grad_norms(model, ce, x, y)
+        trainable_linear_layers(nn.Sequential(nn.Conv2d(1, 1, 1)))   # the Linear-only list
+
+
+def test_gram_is_cheaper_is_the_flop_rule():
+    assert gram_is_cheaper(32, 64, 64) and not gram_is_cheaper(33, 64, 64)
+    assert gram_is_cheaper(57, 576, 64) and not gram_is_cheaper(58, 576, 64)   # T* = 57.6
+    for bad in (dict(t=0, d=1, p=1), dict(t=1, d=1.5, p=1), dict(t=1, d=1, p=True)):
+        with pytest.raises(ValueError, match="must be an int >= 1"):
+            gram_is_cheaper(**bad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(t=st.integers(1, 40), d=st.integers(1, 40), p=st.integers(1, 40))
+def test_gram_is_cheaper_picks_the_smaller_flop_count(t, d, p):
+    gram_flops, outer_flops = t * t * (d + p), t * d * p
+    assert gram_is_cheaper(t, d, p) == (gram_flops <= outer_flops)
 
 
 def test_rejects_scalar_loss_and_wrong_shapes():
@@ -372,3 +459,139 @@ def test_track_norms_two_forward_passes_of_one_batch_share_weights():
         loss_fn(twice(x), y).sum().backward()
     ref = norms_from_grads(per_example_grads(twice, loss_fn, x, y))
     assert torch.allclose(tracker.norms(), ref, rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------- persistent tracker
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_persistent_tracker_over_several_steps(reduction):
+    """One tracker attached once: every step's norms are that step's, not a mix with the last."""
+    torch.manual_seed(0)
+    model = mlp([6, 8, 5, 3], dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    tracker = NormTracker(model, reduction).attach()
+    g = torch.Generator().manual_seed(1)
+    for size in (9, 4, 7):
+        x = torch.randn(size, 6, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 3, (size,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y, reduction=reduction).backward()
+        norms = tracker.norms()
+        tracker.detach()
+        assert torch.allclose(norms, naive_norms(model, ce, x, y), rtol=1e-10)
+        tracker.attach()
+        opt.step()
+    assert torch.allclose(tracker.norms(), norms)            # a second read: same step
+    tracker.detach()
+    assert not any(m._forward_hooks for m in model.modules())
+    with NormTracker(model) as t2:                           # the with-statement form
+        ce(model(x), y).sum().backward()
+    assert torch.allclose(t2.norms(), naive_norms(model, ce, x, y), rtol=1e-10)
+
+
+def test_captured_gives_the_per_example_gradients_in_sum_convention():
+    """sum_t zbar_t [h_t, 1]^T is each example's gradient, for a mean-reduced step too."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(32, 3)).double()
+    x, y = torch.randn(5, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    with track_norms(model, reduction="mean") as tracker:
+        F.cross_entropy(model(x), y).backward()
+    grads = per_example_grads(model, ce, x, y)
+    captured = {c.name: c for c in tracker.captured()}
+    conv, lin = captured["0"], captured["3"]
+    assert conv.h.shape == (5, 16, 9) and conv.zbar.shape == (5, 16, 2)
+    w = torch.einsum("btp,btd->bpd", conv.zbar, conv.h).reshape(5, 2, 1, 3, 3)
+    assert torch.allclose(w, grads["0.weight"], rtol=1e-10, atol=1e-14)
+    assert torch.allclose(conv.zbar.sum(1), grads["0.bias"], rtol=1e-10, atol=1e-14)
+    assert torch.allclose(torch.einsum("bp,bd->bpd", lin.zbar, lin.h), grads["3.weight"],
+                          rtol=1e-10, atol=1e-14)
+    assert conv.weight and conv.bias
+
+
+# ---------------------------------------------------------------------------------------------- ranking
+
+def test_top_k_precision_known_values_ties_and_errors():
+    flagged = np.array([False, True, False, True, True])
+    assert top_k_precision([5, 4, 3, 2, 1], flagged, 2) == 0.5
+    assert top_k_precision(torch.tensor([1.0, 9.0, 0.0, 8.0, 7.0]), torch.tensor(flagged), 3) == 1.0
+    assert top_k_precision([1, 1, 1, 1, 1], flagged, 1) == 0.0     # ties: first position wins
+    assert top_k_precision([1, 2, 3, 4, 5], flagged, 5) == flagged.mean()
+    for bad_k in (0, 6, 2.0, True):
+        with pytest.raises(ValueError, match="k must be"):
+            top_k_precision([1, 2, 3, 4, 5], flagged, bad_k)
+    with pytest.raises(ValueError, match="flagged"):
+        top_k_precision([1, 2, 3], [0, 1, 0], 1)
+    with pytest.raises(ValueError, match="NaN"):
+        top_k_precision([1.0, float("nan")], np.array([True, False]), 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 30), seed=st.integers(0, 10_000))
+def test_top_k_precision_is_invariant_to_monotone_maps(n, seed):
+    rng = np.random.default_rng(seed)
+    scores, flagged = rng.random(n), rng.random(n) < 0.3
+    k = int(rng.integers(1, n + 1))
+    base = top_k_precision(scores, flagged, k)
+    assert top_k_precision(np.exp(3 * scores) + 1, flagged, k) == base
+    assert top_k_precision(-scores, flagged, n) == flagged.mean()
+
+
+def test_rank_by_norm_and_loss():
+    flagged = np.array([True, False, False, True])
+    out = rank_by_norm_and_loss([4.0, 1.0, 2.0, 3.0], [0.1, 0.2, 0.3, 0.4], flagged, k=2)
+    assert out["norm"] == 1.0 and out["loss"] == 0.5
+    assert -1.0 <= out["corr_log"] <= 1.0
+    same = rank_by_norm_and_loss([1.0, 2.0, 4.0], [3.0, 6.0, 12.0], np.array([0, 0, 1], bool), 1)
+    assert same == {"norm": 1.0, "loss": 1.0, "corr_log": 1.0}     # log-linear: corr exactly 1
+    with pytest.raises(ValueError, match="> 0"):
+        rank_by_norm_and_loss([0.0, 1.0], [1.0, 1.0], np.array([True, False]), 1)
+    with pytest.raises(ValueError, match="same length"):
+        rank_by_norm_and_loss([1.0, 2.0], [1.0], np.array([True, False]), 1)
+
+
+def test_bench_table_from_a_results_record():
+    from utils.per_example import bench_table
+
+    def row(model, batch, threads, trick):
+        ratio = {"standard": 1.0, "trick": trick, "vmap": 40.0}
+        return {"model": model, "batch": batch, "threads": threads, "ratio": ratio,
+                "cpu_ratio": {k: v * 0.5 for k, v in ratio.items()},
+                "median_s": {"standard": 0.002, "trick": 0.002 * trick, "vmap": 0.08},
+                "median_cpu_s": {"standard": 0.001, "trick": 0.001 * trick, "vmap": 0.04},
+                "max_rel_diff_vs_vmap": {"trick": 3e-7, "vmap_vs_float64_loop": 2e-6},
+                "memory_MiB": {"standard": 0.5, "trick": 1.0, "vmap": 700.0}}
+    data = {"rows": [row("small", 64, 1, 1.2), row("large", 256, 1, 1.05),
+                     row("small", 64, 2, 1.3)]}
+    table = bench_table(data, threads=1, timer="wall")
+    lines = table.splitlines()
+    assert lines[0].split() == ["S64", "L256"]
+    assert lines[1].split()[-2:] == ["1.20x", "1.05x"]                  # trick, wall clock
+    assert "0.60x" in bench_table(data, threads=1, timer="cpu")         # CPU-time ratios
+    assert any(line.startswith("standard step, ms") and line.split()[-2:] == ["2.00", "2.00"]
+               for line in lines)
+    assert any(line.startswith("max rel. diff") and "2e-06" in line for line in lines)
+    assert any(line.startswith("+MiB torch.func vmap") and line.split()[-1] == "700"
+               for line in lines)
+    assert all(len(line) <= 80 for line in lines)
+    assert "1.30x" in bench_table(data, threads=2, timer="wall")
+    with pytest.raises(ValueError, match="threads"):
+        bench_table(data, threads=4)
+    with pytest.raises(ValueError, match="timer"):
+        bench_table(data, timer="gpu")
+
+
+def test_committed_benchmark_results_are_consistent():
+    """The file the chapter prints: every method was checked against vmap before it was timed."""
+    from utils.per_example import bench_table
+    from utils.results import load_results
+    record = load_results("per_example_bench")
+    data = record["data"]
+    assert data["rows"] and all(r["model"] in ("small", "large", "conv") for r in data["rows"])
+    for r in data["rows"]:
+        assert max(r["max_rel_diff_vs_vmap"].values()) <= data["tolerance_vs_vmap"] <= 1e-5
+        assert r["ratio"]["standard"] == 1.0 and r["cpu_ratio"]["standard"] == 1.0
+        for m, t in r["median_s"].items():
+            assert t > 0 and r["ratio"][m] == pytest.approx(t / r["median_s"]["standard"])
+    for threads in sorted({r["threads"] for r in data["rows"]}):
+        assert all(len(line) <= 80 for line in bench_table(data, threads=threads).splitlines())

@@ -18,7 +18,9 @@ def test_round_trip_with_provenance(tmp_path):
     assert record["provenance"]["seeds"] == [0, 1, 2]
     assert record["provenance"]["torch"] == torch.__version__
     text = provenance_text(record)
-    assert "python bench.py" in text and "demo.json" in text and "[0, 1, 2]" in text
+    flat = " ".join(text.split())
+    assert "python bench.py" in flat and "demo.json" in flat and "[0, 1, 2]" in flat
+    assert max(len(line) for line in text.splitlines()) <= 76
 
 
 @pytest.mark.parametrize("name", ["", "Bad", "a/b", "../x", 3])
@@ -56,7 +58,7 @@ def test_every_committed_command_names_a_script_that_exists():
 
     for path in sorted(results_dir().glob("*.json")):
         words = shlex.split(load_results(path.stem)["command"])
-        scripts = [w for w in words if w.endswith(".py")]
+        scripts = [w for w in words if w.endswith((".py", ".ipynb"))]
         modules = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "-m"]
         assert scripts or modules or "make" in words, f"{path.name}: {words}"
         for script in scripts:

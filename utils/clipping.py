@@ -23,7 +23,12 @@ Public API
 * :func:`outlier_regression`, :func:`ls_grads`, :func:`ls_objective`, :func:`huber_objective`:
   the least-squares-with-outliers experiment.
 * :func:`per_example_betas`, :func:`network_clipping_condition`, :func:`clipped_backward_`,
-  :func:`train_clipped`: the same quantities for a network, from one forward and one backward pass.
+  :func:`train_clipped`: the same quantities for a network, without materialising per-example
+  gradients (ghost clipping): the norms come from :func:`utils.per_example.track_norms`, the one
+  capture engine of the book; the clipped sum from a second backward pass of
+  ``sum_j gamma_j L^(j)``; the ``beta_j`` from one forward-mode pass along ``grad f``.
+* :func:`privacy_spent`, :func:`noise_for_privacy` (Opacus's accountants), :func:`dp_clipped_sgd`
+  (DP-SGD with Poisson sampling on explicit per-example gradients).
 * :func:`plot_clipping_explorer`: explorer panel (trajectories and ``S / m`` over iterations).
 """
 
@@ -37,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .per_example import layer_sq_norms, trainable_linear_layers
+from .per_example import track_norms, trainable_linear_layers
 from .plotting import PALETTE
 
 __all__ = [
@@ -56,6 +61,9 @@ __all__ = [
     "per_example_betas",
     "network_clipping_condition",
     "clipped_backward_",
+    "privacy_spent",
+    "noise_for_privacy",
+    "dp_clipped_sgd",
     "train_clipped",
     "plot_clipping_explorer",
 ]
@@ -391,16 +399,8 @@ def huber_objective(w, X: np.ndarray, y: np.ndarray, eta: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# networks: gamma, beta and the clipped step from one forward and one backward pass
+# networks: ghost clipping on the per-example engine of utils.per_example
 # ----------------------------------------------------------------------------------------------
-
-@dataclass
-class _Pass:
-    losses: torch.Tensor
-    layers: list
-    records: dict
-    grads: dict          # name -> (weight grad or None, bias grad or None) of C = sum_j L^(j)
-
 
 def _check_loss(losses, batch: int) -> torch.Tensor:
     if not isinstance(losses, torch.Tensor):
@@ -411,87 +411,82 @@ def _check_loss(losses, batch: int) -> torch.Tensor:
     return losses
 
 
-def _one_pass(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> _Pass:
-    """Forward hooks keep ``H``, hooks on the layer outputs keep ``Zbar``; one backward of ``sum_j L^(j)``."""
+@dataclass
+class _Pass:
+    """One ghost-clipping pass over a batch of ``B`` examples (all detached)."""
+
+    losses: torch.Tensor          # (B,) per-example losses L^(j)
+    norms: torch.Tensor           # (B,) ||g_j||, from utils.per_example's norm engine
+    gamma: torch.Tensor           # (B,) min(1, eta / ||g_j||)
+    params: list                  # the trainable parameters of the linear layers
+    full: list                    # grad f = (1/B) sum_j g_j, one tensor per parameter
+    clipped: list                 # d = (1/B) sum_j gamma_j g_j, one tensor per parameter
+
+    @property
+    def sq_full(self) -> float:
+        return float(sum((g * g).sum() for g in self.full))
+
+
+def _ghost_pass(model: nn.Module, loss_fn, x: torch.Tensor, y, eta: float) -> _Pass:
+    """Norms, ``grad f`` and the mean clipped gradient of a batch, no per-example gradient materialised.
+
+    Ghost clipping {cite}`lee2021scaling`: one forward pass and one backward pass of
+    ``C = sum_j L^(j)`` inside :func:`utils.per_example.track_norms` give ``grad f`` and every
+    ``||g_j||`` (notes eq 10); a second backward pass of ``sum_j gamma_j L^(j)`` (``gamma`` held
+    constant) gives ``sum_j gamma_j g_j`` (``eq-clip-layer-step``). The second pass is skipped when
+    nothing is clipped.
+    """
     layers = trainable_linear_layers(model)
     if not callable(loss_fn):
         raise TypeError("loss_fn must be callable as loss_fn(output, y) -> (B,) per-example losses")
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"x must be a (B, d) tensor with B >= 1, got {getattr(x, 'shape', type(x).__name__)}")
     batch = int(x.shape[0])
-    records: dict[str, list] = {name: [] for name, _ in layers}
-    handles = []
-
-    def make_hook(name):
-        def hook(module, inputs, output):
-            rec = [inputs[0].detach(), None]
-            records[name].append(rec)
-
-            def grad_hook(grad):
-                rec[1] = grad.detach()
-            output.register_hook(grad_hook)
-        return hook
-
-    for name, layer in layers:
-        handles.append(layer.register_forward_hook(make_hook(name)))
-    try:
-        with torch.enable_grad():
+    params = [p for _, layer in layers for p in layer.parameters(recurse=False) if p.requires_grad]
+    with torch.enable_grad():
+        with track_norms(model, reduction="sum") as tracker:
             losses = _check_loss(loss_fn(model(x), y), batch)
-            params, keys = [], []
-            for name, layer in layers:
-                for kind, p in (("weight", layer.weight), ("bias", layer.bias)):
-                    if p is not None and p.requires_grad:
-                        params.append(p)
-                        keys.append((name, kind))
-            flat = torch.autograd.grad(losses.sum(), params, allow_unused=True)
-    finally:
-        for h in handles:
-            h.remove()
-    grads = {name: [None, None] for name, _ in layers}
-    for (name, kind), g in zip(keys, flat):
-        grads[name][0 if kind == "weight" else 1] = g
-    for name, _ in layers:
-        recs = records[name]
-        if len(recs) != 1 or recs[0][0].ndim != 2:
-            raise ValueError(f"layer {name!r} must be called exactly once per forward pass on a (B, d) input "
-                             "(weights shared over positions are not supported here)")
-        if recs[0][1] is None:
-            raise RuntimeError(f"the backward pass did not reach layer {name!r}; its output must affect the loss")
-    return _Pass(losses.detach(), layers, {k: v[0] for k, v in records.items()}, grads)
+            summed = torch.autograd.grad(losses.sum(), params, retain_graph=True, allow_unused=True)
+        norms = tracker.norms()
+        gamma = clip_factors(norms, eta).to(losses.dtype)
+        if bool((gamma < 1).any()):
+            weighted = torch.autograd.grad((gamma * losses).sum(), params)      # the second backward
+        else:
+            weighted = summed
+    return _Pass(losses.detach(), norms, gamma, params, [g / batch for g in summed],
+                 [g / batch for g in weighted])
 
 
-def _mean_grad_and_dots(p: _Pass):
-    """``(||grad f||^2, <g_j, grad f> for every j (B,), ||g_j||^2 (B,))`` with ``grad f`` the batch mean."""
-    batch = p.losses.shape[0]
-    sq_full = 0.0
-    dots = torch.zeros(batch, dtype=p.losses.dtype)
-    sq_norms = torch.zeros(batch, dtype=p.losses.dtype)
-    for name, layer in p.layers:
-        h, zbar = p.records[name]
-        gw, gb = p.grads[name]
-        if gw is not None:
-            Gw = gw / batch                                   # grad f of this weight matrix
-            sq_full += float((Gw * Gw).sum())
-            dots = dots + ((zbar @ Gw) * h).sum(1)            # <zbar_j h_j^T, G>_F = zbar_j^T G h_j
-        if gb is not None:
-            Gb = gb / batch
-            sq_full += float((Gb * Gb).sum())
-            dots = dots + zbar @ Gb
-        sq_norms = sq_norms + layer_sq_norms(h, zbar, weight=gw is not None, bias=gb is not None)
-    return sq_full, dots, sq_norms
+def _dots_with_full_gradient(model: nn.Module, loss_fn, x: torch.Tensor, y, p: _Pass) -> torch.Tensor:
+    """``<g_j, grad f>`` for every example: one forward-mode pass (``torch.func.jvp``) along ``grad f``.
+
+    ``<g_j, v>`` is the directional derivative of ``L^(j)`` along ``v``, so a Jacobian-vector
+    product of the per-example losses with ``v = grad f`` gives all ``B`` inner products at once.
+    """
+    from torch.func import functional_call, jvp
+
+    name_of = {id(q): name for name, q in model.named_parameters()}
+    primals = {name_of[id(q)]: q.detach() for q in p.params}
+    tangents = {name_of[id(q)]: g for q, g in zip(p.params, p.full)}
+
+    def losses_at(params):
+        return loss_fn(functional_call(model, params, (x,)), y)
+
+    _, dots = jvp(losses_at, (primals,), (tangents,))
+    return dots.detach()
 
 
 def per_example_betas(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                       x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``beta_j = <g_j, grad f> / ||grad f||^2`` (notes eq 18) for every example, without materialising ``g_j``.
 
-    ``grad f`` is the mean gradient of the batch ``(x, y)``; ``loss_fn(output, y)`` returns per-example
-    losses ``(B,)``. For a linear layer ``g_j = zbar_j h_j^T`` (notes eq 10), so
-    ``<g_j, G>_F = zbar_j^T G h_j`` (``eq-clip-beta-trick``): one ordinary forward and backward
-    pass, then one ``(B, p) x (p, d)`` product per layer. Covers the trainable ``nn.Linear`` layers
-    (others raise, see :func:`utils.per_example.trainable_linear_layers`); each must be called once
-    on a ``(B, d)`` input. A zero mean gradient raises ``ValueError``. Returns ``(B,)``, detached,
-    and leaves ``.grad`` untouched.
+    ``grad f`` is the mean gradient of the batch ``(x, y)`` (one backward pass);
+    ``loss_fn(output, y)`` returns per-example losses ``(B,)``. The inner products
+    ``<g_j, grad f>`` are the directional derivatives of the ``L^(j)`` along ``grad f``: one
+    forward-mode pass. (For a linear layer they are ``zbar_j^T G h_j``, ``eq-clip-beta-trick``, the
+    chapter's didactic version.) Covers the trainable ``nn.Linear`` layers (others raise, see
+    :func:`utils.per_example.trainable_linear_layers`). A zero mean gradient raises ``ValueError``.
+    Returns ``(B,)``, detached, and leaves ``.grad`` untouched.
 
     >>> from utils.models import mlp
     >>> import torch.nn.functional as F
@@ -501,67 +496,205 @@ def per_example_betas(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.T
     >>> round(float(b.sum()), 4)                         # sum beta = m (eq-clip-sums)
     5.0
     """
-    p = _one_pass(model, loss_fn, x, y)
-    sq_full, dots, _ = _mean_grad_and_dots(p)
+    p = _ghost_pass(model, loss_fn, x, y, math.inf)
+    sq_full = p.sq_full
     if not sq_full > 0:
         raise ValueError("the mean gradient of the batch is zero: beta is undefined at a stationary point")
-    return dots / sq_full
+    return _dots_with_full_gradient(model, loss_fn, x, y, p) / sq_full
 
 
 def network_clipping_condition(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, eta: float):
-    """``(gamma, beta, S, norms)`` of notes eqs 14, 18, 20 for a batch, from one forward/backward pass.
+    """``(gamma, beta, S, norms)`` of notes eqs 14, 18, 20 for a batch, no per-example gradient materialised.
 
-    ``norms`` are the per-example gradient norms (notes eq 10, via :func:`utils.per_example.layer_sq_norms`),
+    ``norms`` are the per-example gradient norms (notes eq 10, from :func:`utils.per_example.track_norms`),
     ``gamma = min(1, eta / norms)``, ``beta`` as :func:`per_example_betas`, ``S = sum gamma beta`` (float).
     """
     eta = _check_eta(eta)
-    p = _one_pass(model, loss_fn, x, y)
-    sq_full, dots, sq_norms = _mean_grad_and_dots(p)
+    p = _ghost_pass(model, loss_fn, x, y, eta)
+    sq_full = p.sq_full
     if not sq_full > 0:
         raise ValueError("the mean gradient of the batch is zero: beta is undefined at a stationary point")
-    norms = sq_norms.clamp_min(0).sqrt()
-    gamma = clip_factors(norms, eta)
-    beta = dots / sq_full
-    return gamma, beta, float((gamma * beta).sum()), norms
+    beta = _dots_with_full_gradient(model, loss_fn, x, y, p) / sq_full
+    return p.gamma, beta, float((p.gamma * beta).sum()), p.norms
 
 
-def clipped_backward_(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, eta: float) -> dict:
-    """Write the mean per-example-clipped gradient ``(1/B) sum_j C(g_j; eta)`` into ``.grad`` (in place).
+def _direction_stats(p: _Pass, eta: float) -> dict:
+    """``S / B = <d, grad f> / ||grad f||^2 = (||d|| / ||grad f||) cos phi`` (``eq-clip-S-split``) and its factors."""
+    sq_full = p.sq_full
+    dot = float(sum((d * g).sum() for d, g in zip(p.clipped, p.full)))
+    d_norm = math.sqrt(float(sum((d * d).sum() for d in p.clipped)))
+    nan = float("nan")
+    ok = sq_full > 0 and d_norm > 0
+    return {"S_over_B": dot / sq_full if sq_full > 0 else nan,
+            "step_ratio": d_norm / math.sqrt(sq_full) if sq_full > 0 else nan,
+            "cos_phi": dot / (d_norm * math.sqrt(sq_full)) if ok else nan,
+            "frac_clipped": float((p.norms > eta).float().mean()), "grad_norm": math.sqrt(sq_full)}
 
-    Per linear layer ``sum_j gamma_j zbar_j h_j^T = (gamma * Zbar)^T H`` (``eq-clip-layer-step``): one
-    forward and one backward pass, no per-example gradient is materialised. Returns a dict with
-    ``loss`` (mean), ``norms``, ``gamma``, ``beta``, ``S`` (NaN if the mean gradient is zero) and
-    ``frac_clipped``.
+
+def clipped_backward_(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, eta: float, *,
+                      noise_multiplier: float = 0.0, normalizer: float | None = None,
+                      generator: torch.Generator | None = None, match_length: bool = False) -> dict:
+    """Write the per-example-clipped gradient into ``.grad`` (in place): ghost clipping.
+
+    Writes ``(sum_j C(g_j; eta) + sigma eta xi) / normalizer`` with ``xi ~ N(0, I)`` drawn from
+    ``generator`` (DP-SGD, ``eq-clip-dpsgd``; ``sigma = noise_multiplier``, default 0: no noise) and
+    ``normalizer`` the batch size ``B`` by default (the expected batch size under Poisson sampling).
+    ``match_length=True`` (no noise) rescales the noiseless step to the length of the unclipped mean
+    gradient ``||grad f||``: the clipped direction at SGD's step length. No per-example gradient
+    is materialised (:func:`utils.per_example.track_norms` for the norms, a second backward pass for
+    ``sum_j gamma_j g_j``, {cite}`lee2021scaling`).
+
+    Returns a dict: ``loss`` (mean), ``norms``, ``gamma``, ``frac_clipped``, ``grad_norm``
+    (``||grad f||``) and, for the noiseless mean clipped direction ``d``, ``S = sum_j gamma_j beta_j``
+    (``= B <d, grad f> / ||grad f||^2`` by eq 19), ``S_over_B``,
+    ``step_ratio = ||d|| / ||grad f||`` and ``cos_phi`` (NaN where ``grad f = 0``).
     """
     eta = _check_eta(eta)
-    p = _one_pass(model, loss_fn, x, y)
-    sq_full, dots, sq_norms = _mean_grad_and_dots(p)
-    norms = sq_norms.clamp_min(0).sqrt()
-    gamma = clip_factors(norms, eta)
+    if isinstance(noise_multiplier, bool) or not isinstance(noise_multiplier, (int, float)) \
+            or not 0 <= noise_multiplier < math.inf:
+        raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
+    if noise_multiplier > 0 and not math.isfinite(eta):
+        raise ValueError("noise_multiplier > 0 needs a finite eta (the noise is sigma * eta * xi)")
+    if match_length and noise_multiplier > 0:
+        raise ValueError("match_length=True is a noiseless diagnostic; use noise_multiplier=0")
+    p = _ghost_pass(model, loss_fn, x, y, eta)
     batch = p.losses.shape[0]
-    for name, layer in p.layers:
-        h, zbar = p.records[name]
-        gz = gamma[:, None].to(zbar.dtype) * zbar
-        gw, gb = p.grads[name]
-        if gw is not None:
-            layer.weight.grad = (gz.T @ h) / batch
-        if gb is not None:
-            layer.bias.grad = gz.sum(0) / batch
-    beta = dots / sq_full if sq_full > 0 else torch.full_like(dots, float("nan"))
-    return {"loss": float(p.losses.mean()), "norms": norms, "gamma": gamma, "beta": beta,
-            "S": float((gamma * beta).sum()), "frac_clipped": float((norms > eta).float().mean())}
+    normalizer = float(batch) if normalizer is None else _check_positive("normalizer", normalizer)
+    stats = _direction_stats(p, eta)
+    scale = batch / normalizer
+    if match_length and stats["step_ratio"] > 0:
+        scale = scale / stats["step_ratio"]
+    for q, d in zip(p.params, p.clipped):
+        step = d * scale
+        if noise_multiplier > 0:
+            noise = torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device)
+            step = step + (noise_multiplier * eta / normalizer) * noise
+        q.grad = step
+    return {"loss": float(p.losses.mean()), "norms": p.norms, "gamma": p.gamma,
+            "S": stats["S_over_B"] * batch, **stats}
+
+
+def privacy_spent(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+                  accountant: str = "rdp") -> float:
+    """``epsilon`` of ``(epsilon, delta)``-DP after ``steps`` DP-SGD steps, from Opacus's accountant.
+
+    Poisson sampling with rate ``sample_rate = q`` and Gaussian noise ``sigma = noise_multiplier``
+    (times the clipping norm) per step: the sampled Gaussian mechanism, composed with Opacus's
+    ``RDPAccountant`` (``accountant="rdp"``, {cite}`mironov2017renyi`) or ``PRVAccountant``
+    (``"prv"``, {cite}`gopi2021numerical`) {cite}`yousefpour2021opacus`.
+
+    >>> round(privacy_spent(1.0, 0.01, 1000, 1e-5), 2) > 0
+    True
+    """
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    kinds = {"rdp": RDPAccountant, "prv": PRVAccountant}
+    if accountant not in kinds:
+        raise ValueError(f"accountant must be one of {sorted(kinds)}, got {accountant!r}")
+    noise_multiplier = _check_positive("noise_multiplier", noise_multiplier)
+    sample_rate = _check_positive("sample_rate", sample_rate)
+    if sample_rate > 1:
+        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+    steps = _check_positive("steps", steps, integer=True)
+    delta = _check_positive("delta", delta)
+    if delta >= 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    acc = kinds[accountant]()
+    for _ in range(steps):
+        acc.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
+    return float(acc.get_epsilon(delta=delta))
+
+
+def noise_for_privacy(epsilon: float, delta: float, sample_rate: float, steps: int,
+                      accountant: str = "rdp", rtol: float = 0.005) -> float:
+    """The smallest noise multiplier ``sigma`` (to ``rtol``) that spends at most ``(epsilon, delta)``.
+
+    Bisection on ``log sigma`` over :func:`privacy_spent` (Opacus's accountant; ``epsilon``
+    decreases with ``sigma``). The result satisfies
+    ``(1 - rtol) epsilon <= privacy_spent(sigma, sample_rate, steps, delta) <= epsilon``.
+    """
+    import warnings
+
+    epsilon, rtol = _check_positive("epsilon", epsilon), _check_positive("rtol", rtol)
+    with warnings.catch_warnings():        # Opacus hints at other RDP orders for trial sigmas
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        return _bisect_noise(epsilon, delta, sample_rate, steps, accountant, rtol)
+
+
+def _bisect_noise(epsilon, delta, sample_rate, steps, accountant, rtol) -> float:
+    lo, hi = 0.05, 1.0
+    while privacy_spent(hi, sample_rate, steps, delta, accountant) > epsilon:
+        lo, hi = hi, 2 * hi
+        if hi > 1e4:
+            raise ValueError(f"epsilon = {epsilon} needs a noise multiplier above 1e4")
+    if privacy_spent(lo, sample_rate, steps, delta, accountant) <= epsilon:
+        raise ValueError(f"epsilon = {epsilon} is reached with sigma < {lo}; not a useful DP setting")
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        spent = privacy_spent(mid, sample_rate, steps, delta, accountant)
+        if spent > epsilon:
+            lo = mid
+        else:
+            hi = mid
+            if spent >= (1 - rtol) * epsilon:
+                break
+    return hi
+
+
+def dp_clipped_sgd(grads: Callable[[np.ndarray], np.ndarray], x0, eta: float, lr: float, steps: int, *,
+                   noise_multiplier: float, sample_rate: float, seed: int = 0) -> np.ndarray:
+    """DP-SGD (``eq-clip-dpsgd``) with Poisson sampling on explicit per-example gradients.
+
+    Each step keeps every example independently with probability ``q = sample_rate``, clips the
+    kept gradients (``grads(x)`` returns all ``(m, n)``), adds ``sigma eta xi`` (``xi ~ N(0, I)``,
+    ``sigma = noise_multiplier``) and divides by the expected batch size ``q m``:
+    ``x <- x - lr (sum_{j in batch} C(g_j; eta) + sigma eta xi) / (q m)``. Returns the trajectory
+    ``(steps + 1, n)``. With ``sigma = 0`` and ``q = 1`` it is clipped GD.
+    """
+    eta, lr = _check_eta(eta), _check_positive("lr", lr)
+    if not math.isfinite(eta):
+        raise ValueError("DP-SGD needs a finite eta (the noise is sigma * eta * xi)")
+    steps = _check_positive("steps", steps, integer=True)
+    if isinstance(noise_multiplier, bool) or not isinstance(noise_multiplier, (int, float)) \
+            or not 0 <= noise_multiplier < math.inf:
+        raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
+    sample_rate = _check_positive("sample_rate", sample_rate)
+    if sample_rate > 1:
+        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+    x = _check_x0(x0)
+    rng = np.random.default_rng(seed)
+    out = np.empty((steps + 1, x.size))
+    out[0] = x
+    m = None
+    for k in range(steps):
+        G = _as_matrix(grads(x.copy()), "grads(x)")
+        m = G.shape[0] if m is None else m
+        keep = rng.random(m) < sample_rate
+        total = clip(G[keep], eta).sum(0) if keep.any() else np.zeros(x.size)
+        x = x - lr * (total + noise_multiplier * eta * rng.standard_normal(x.size)) / (sample_rate * m)
+        out[k + 1] = x
+    return out
 
 
 def train_clipped(model: nn.Module, data, *, eta: float, steps: int = 300, batch_size: int = 64, lr: float = 0.1,
-                  seed: int = 0, eval_every: int = 25, probe_size: int = 512, progress: bool | None = None) -> dict:
-    """Train ``model`` (in place) with per-example clipping: plain SGD on ``(1/B) sum_j C(g_j; eta)``.
+                  seed: int = 0, eval_every: int = 25, probe_size: int = 512, match_length: bool = False,
+                  noise_multiplier: float = 0.0, sample_rate: float | None = None,
+                  progress: bool | None = None) -> dict:
+    """Train ``model`` (in place) with per-example clipping: plain SGD on the clipped mean gradient.
 
-    ``data`` is a :class:`utils.data.Split`; cross-entropy loss. Every ``eval_every`` steps (and at
-    steps 0 and ``steps``) it records, on a fixed probe set of ``probe_size`` training examples
-    (``m = probe_size``, ``grad f`` the probe set's mean gradient): ``S / m`` (``S = sum gamma beta``)
-    and the fraction clipped; plus the train loss and the test accuracy. Each step it records the
-    batch's ``S / B``. Returns a dict of lists (and ``probe_index``, the probe set's indices into
-    ``data.x_train``). ``eta = math.inf`` is plain SGD.
+    ``data`` is a :class:`utils.data.Split`; cross-entropy loss. Minibatches: ``batch_size`` examples
+    drawn uniformly with replacement, or, with ``sample_rate = q``, Poisson sampling (every example
+    kept with probability ``q``; the sum is divided by the expected batch size ``q m``), as DP-SGD's
+    accountant assumes. ``noise_multiplier = sigma > 0`` adds ``sigma eta xi`` to the clipped sum
+    (DP-SGD, ``eq-clip-dpsgd``); ``match_length=True`` rescales each clipped step to the length of
+    the unclipped minibatch gradient (see :func:`clipped_backward_`). ``eta = math.inf`` is plain SGD.
+
+    Every ``eval_every`` steps (and at steps 0 and ``steps``) it records, on a fixed probe set of
+    ``probe_size`` training examples (``m = probe_size``, ``grad f`` their mean gradient): ``S / m``
+    and its two factors ``step_ratio = ||d|| / ||grad f||`` and ``cos_phi`` (``eq-clip-S-split``),
+    the fraction clipped, the train loss and the test accuracy. Each step it records the batch's
+    ``S / B``, fraction clipped and size. Returns a dict of lists (and ``probe_index``, the probe
+    set's indices into ``data.x_train``).
     """
     import torch.nn.functional as F
 
@@ -571,6 +704,10 @@ def train_clipped(model: nn.Module, data, *, eta: float, steps: int = 300, batch
     steps = _check_positive("steps", steps, integer=True)
     batch_size = _check_positive("batch_size", batch_size, integer=True)
     eval_every = _check_positive("eval_every", eval_every, integer=True)
+    if sample_rate is not None:
+        sample_rate = _check_positive("sample_rate", sample_rate)
+        if sample_rate > 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
     if progress is None:
         progress = default_progress()
 
@@ -582,17 +719,19 @@ def train_clipped(model: nn.Module, data, *, eta: float, steps: int = 300, batch
     probe = torch.randperm(n, generator=gen)[:min(probe_size, n)]
     xp, yp = data.x_train[probe], data.y_train[probe]
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    hist = {"step": [], "S_over_m": [], "frac_clipped": [], "train_loss": [], "test_accuracy": [],
-            "batch_step": [], "batch_S_over_B": [], "batch_frac_clipped": [], "probe_index": probe}
+    hist = {"step": [], "S_over_m": [], "step_ratio": [], "cos_phi": [], "frac_clipped": [], "train_loss": [],
+            "test_accuracy": [], "batch_step": [], "batch_S_over_B": [], "batch_frac_clipped": [],
+            "batch_size": [], "probe_index": probe}
 
     def record(step):
-        _, _, S, norms = network_clipping_condition(model, loss_fn, xp, yp, eta)
+        stats = _direction_stats(_ghost_pass(model, loss_fn, xp, yp, eta), eta)
         with torch.no_grad():
             train_loss = float(loss_fn(model(data.x_train), data.y_train).mean())
             acc = float((model(data.x_test).argmax(1) == data.y_test).float().mean())
         hist["step"].append(step)
-        hist["S_over_m"].append(S / len(probe))
-        hist["frac_clipped"].append(float((norms > eta).float().mean()))
+        for key in ("step_ratio", "cos_phi", "frac_clipped"):
+            hist[key].append(stats[key])
+        hist["S_over_m"].append(stats["S_over_B"])
         hist["train_loss"].append(train_loss)
         hist["test_accuracy"].append(acc)
 
@@ -601,14 +740,27 @@ def train_clipped(model: nn.Module, data, *, eta: float, steps: int = 300, batch
         from tqdm.auto import tqdm
         iterator = tqdm(iterator, desc=f"eta={eta:.3g}", leave=False)
     record(0)
+    params = [q for q in model.parameters() if q.requires_grad]
     for step in iterator:
-        idx = torch.randint(0, n, (batch_size,), generator=gen)
+        if sample_rate is None:
+            idx = torch.randint(0, n, (batch_size,), generator=gen)
+        else:
+            idx = torch.nonzero(torch.rand(n, generator=gen) < sample_rate).ravel()
         opt.zero_grad(set_to_none=True)
-        stats = clipped_backward_(model, loss_fn, data.x_train[idx], data.y_train[idx], eta)
+        normalizer = None if sample_rate is None else sample_rate * n
+        if len(idx) > 0:
+            stats = clipped_backward_(model, loss_fn, data.x_train[idx], data.y_train[idx], eta,
+                                      noise_multiplier=noise_multiplier, normalizer=normalizer,
+                                      generator=gen, match_length=match_length)
+        else:                                   # an empty Poisson batch: only the noise
+            for q in params:
+                q.grad = torch.randn(q.shape, generator=gen, dtype=q.dtype) * (noise_multiplier * eta / normalizer)
+            stats = {"S_over_B": float("nan"), "frac_clipped": float("nan")}
         opt.step()
         hist["batch_step"].append(step)
-        hist["batch_S_over_B"].append(stats["S"] / batch_size)
+        hist["batch_S_over_B"].append(stats["S_over_B"])
         hist["batch_frac_clipped"].append(stats["frac_clipped"])
+        hist["batch_size"].append(len(idx))
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             record(step + 1)
     return hist

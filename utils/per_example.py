@@ -9,20 +9,32 @@ squared Frobenius norm (notes eq 9) is ``||zbar_j||^2 ||h_j||^2`` (notes eq 10, 
 pass of ``C = sum_j L^(j)`` computes anyway, so every per-example norm costs ``O(B (d + p))``
 extra work per layer instead of the ``B x P`` numbers of the materialised per-example gradients.
 
-When a layer's weights are shared over positions (an input of shape ``(B, T, d)``, a convolution
-written with ``unfold``, a layer called twice) the gradient is a sum of ``T`` outer products and the
-squared norm is the Gram-matrix form ``sum_{t,s} (zbar_t . zbar_s)(h_t . h_s)`` (``eq-pex-gram``),
-which :func:`layer_sq_norms` evaluates.
+When a layer's weights are shared over positions (an input of shape ``(B, T, d)``, an
+``nn.Conv2d``, whose patches are the positions (``eq-pex-conv``), a layer called twice) the
+gradient is a sum of ``T`` outer products and the squared norm is the Gram-matrix form
+``sum_{t,s} (zbar_t . zbar_s)(h_t . h_s)`` (``eq-pex-gram``, the "ghost norm"), or, past the
+crossover ``T (d + p) > d p`` (``eq-pex-crossover``), the norm of the materialised per-layer
+gradient (for a convolution: one grouped convolution backward).
 
 Public API
 ----------
-* :func:`per_example_grad_norms`: ``(B,)`` (or ``(B, n_layers)``) norms for a batch, no side effects.
+* :func:`per_example_grad_norms`: ``(B,)`` (or ``(B, n_layers)``) norms for a batch, no side
+  effects on ``.grad``.
+* :class:`NormTracker`: the capture engine (forward hooks keep ``H``, tensor hooks keep
+  ``Zbar``). Per step via :func:`track_norms`, or attached once across steps
+  (``attach`` / ``detach`` / ``with tracker:``); ``norms``, ``sq_norms`` and ``captured`` (every
+  layer's ``(H, Zbar)`` in the sum convention, as :class:`Captured`, for clipping).
 * :func:`track_norms`: context manager; the ordinary ``loss.backward()`` of a training step also
   yields the per-example norms.
 * :func:`per_example_grads`: the materialised per-example gradients via ``torch.func`` (reference
   and for the clipping chapter), and :func:`norms_from_grads` to take their norms.
-* :func:`layer_sq_norms`: the trick for one layer from ``H`` and ``Zbar`` (outer or Gram form).
-* :func:`trainable_linear_layers`: the layers the trick covers, in forward order.
+* :func:`layer_sq_norms`: the trick for one layer from ``H`` and ``Zbar`` (outer or Gram form);
+  :func:`gram_is_cheaper`: the crossover rule.
+* :func:`trainable_layers` (``nn.Linear`` and ``nn.Conv2d``) and :func:`trainable_linear_layers`
+  (``nn.Linear`` only): the layers covered, in module order.
+* :func:`flip_labels`, :func:`train_with_norm_snapshots`, :func:`top_k_precision`,
+  :func:`rank_by_norm_and_loss`: the mislabelled-examples experiment and its loss baseline.
+* :func:`bench_table`: the chapter's benchmark table from ``results/per_example_bench.json``.
 * :func:`plot_norm_snapshot`: explorer panel (norm histogram and the top-k examples at one step).
 """
 
@@ -31,10 +43,12 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from functools import partial
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import default_progress
@@ -42,13 +56,19 @@ from .plotting import PALETTE
 
 __all__ = [
     "trainable_linear_layers",
+    "trainable_layers",
     "layer_sq_norms",
+    "gram_is_cheaper",
     "per_example_grad_norms",
+    "Captured",
     "NormTracker",
     "track_norms",
     "per_example_grads",
     "norms_from_grads",
     "flip_labels",
+    "top_k_precision",
+    "bench_table",
+    "rank_by_norm_and_loss",
     "NormRun",
     "train_with_norm_snapshots",
     "plot_norm_snapshot",
@@ -62,36 +82,57 @@ _REDUCTIONS = ("sum", "mean")
 # which layers are covered
 # ----------------------------------------------------------------------------------------------
 
+def _trainable(model: nn.Module, kinds: tuple[type, ...], what: str) -> list[tuple[str, nn.Module]]:
+    """Layers of exactly the types ``kinds`` that own a trainable parameter; any other raises."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    found = []
+    for name, module in model.named_modules():
+        if not any(p.requires_grad for p in module.parameters(recurse=False)):
+            continue
+        label = name or "<the model itself>"
+        if type(module) not in kinds:
+            raise ValueError(
+                f"model contains a trainable layer per-example norms cannot handle: {label!r} "
+                f"({type(module).__name__}); only {what} layers are supported "
+                "(freeze it with requires_grad_(False), or use per_example_grads)")
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            raise ValueError(f"Conv2d layer {label!r} has groups={module.groups}; only groups=1 is "
+                             "supported (freeze it, or use per_example_grads)")
+        found.append((name, module))
+    if not found:
+        raise ValueError(f"model has no trainable {what} layer")
+    return found
+
+
 def trainable_linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     """The ``nn.Linear`` layers of ``model`` with at least one trainable parameter, in forward order.
 
     Raises ``TypeError`` if ``model`` is not an ``nn.Module``, and ``ValueError`` naming the layer if
     the model holds a trainable parameter in any other kind of layer (a convolution, a norm layer,
-    an embedding, a bare ``nn.Parameter``): the norm trick of eq 10 would silently miss it. Freeze
-    it (``requires_grad_(False)``) or use :func:`per_example_grads`. Also ``ValueError`` if no
-    trainable linear layer is left.
+    an embedding, a bare ``nn.Parameter``). Also ``ValueError`` if no trainable linear layer is
+    left. :func:`trainable_layers` also accepts ``nn.Conv2d``.
 
     >>> from utils.models import mlp
     >>> [name for name, _ in trainable_linear_layers(mlp([4, 3, 2]))]
     ['fc1', 'fc2']
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    found = []
-    for name, module in model.named_modules():
-        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
-        if not own:
-            continue
-        if type(module) is not nn.Linear:
-            label = name or "<the model itself>"
-            raise ValueError(
-                f"model contains a trainable layer per-example norms cannot handle: {label!r} "
-                f"({type(module).__name__}); only torch.nn.Linear layers are supported "
-                "(freeze it with requires_grad_(False), or use per_example_grads)")
-        found.append((name, module))
-    if not found:
-        raise ValueError("model has no trainable torch.nn.Linear layer")
-    return found
+    return _trainable(model, (nn.Linear,), "torch.nn.Linear")
+
+
+def trainable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers the norm trick covers: trainable ``nn.Linear`` and ``nn.Conv2d``, in module order.
+
+    A convolution is a linear layer shared over the output positions (``eq-pex-conv``); ``groups``
+    must be 1. Any other layer with a trainable parameter (a norm layer, an embedding, a bare
+    ``nn.Parameter``) raises ``ValueError`` naming it: eq 10 would silently miss it. Freeze it
+    (``requires_grad_(False)``) or use :func:`per_example_grads`.
+
+    >>> from utils.pruning import digits_convnet
+    >>> [type(m).__name__ for _, m in trainable_layers(digits_convnet())]
+    ['Conv2d', 'Conv2d', 'Conv2d', 'Linear']
+    """
+    return _trainable(model, (nn.Linear, nn.Conv2d), "torch.nn.Linear and torch.nn.Conv2d")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,8 +170,8 @@ def layer_sq_norms(h: torch.Tensor, zbar: torch.Tensor, *, weight: bool = True, 
     if h.ndim not in (2, 3):
         raise ValueError(f"h must have shape (B, d) or (B, T, d), got {tuple(h.shape)}")
     if zbar.ndim != h.ndim or zbar.shape[:-1] != h.shape[:-1]:
-        raise ValueError(f"zbar must have shape {tuple(h.shape[:-1]) + ('p',)} to match h {tuple(h.shape)}, "
-                         f"got {tuple(zbar.shape)}")
+        raise ValueError(f"zbar must have shape {tuple(h.shape[:-1]) + ('p',)} to match h "
+                         f"{tuple(h.shape)}, got {tuple(zbar.shape)}")
     if not isinstance(weight, bool) or not isinstance(bias, bool):
         raise TypeError("weight and bias must be bools")
     if not (weight or bias):
@@ -140,13 +181,28 @@ def layer_sq_norms(h: torch.Tensor, zbar: torch.Tensor, *, weight: bool = True, 
     return _layer_sq_norms(h.detach(), zbar.detach(), weight, bias, method)
 
 
+def gram_is_cheaper(t: int, d: int, p: int) -> bool:
+    """The flop rule of ``eq-pex-crossover``: Gram form iff ``T (d + p) <= d p``.
+
+    ``t`` positions, ``d`` inputs (bias column included), ``p`` outputs of a shared layer.
+
+    >>> gram_is_cheaper(32, 64, 64), gram_is_cheaper(33, 64, 64)
+    (True, False)
+    """
+    for name, value in (("t", t), ("d", d), ("p", p)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return t * (d + p) <= d * p
+
+
 def _sq(t: torch.Tensor) -> torch.Tensor:
     """Row-wise squared Euclidean norms over the last axis (no temporary the size of ``t``)."""
     return torch.linalg.vector_norm(t, dim=-1).square()
 
 
-def _layer_sq_norms(h: torch.Tensor, zbar: torch.Tensor, weight: bool, bias: bool, method: str) -> torch.Tensor:
-    """:func:`layer_sq_norms` without the input checks (the hot path of :class:`NormTracker`)."""
+def _layer_sq_norms(h: torch.Tensor, zbar: torch.Tensor, weight: bool, bias: bool,
+                    method: str) -> torch.Tensor:
+    """:func:`layer_sq_norms` without the input checks."""
     if h.ndim == 2:                                             # eq-pex-trick (notes eq 10)
         if weight:
             return _sq(zbar) * (_sq(h) + 1.0) if bias else _sq(zbar) * _sq(h)
@@ -163,56 +219,73 @@ def _layer_sq_norms(h: torch.Tensor, zbar: torch.Tensor, weight: bool, bias: boo
     total = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
     if weight:
         g = zbar.transpose(1, 2) @ h                            # (B, p, d): sum_t zbar_t h_t^T
-        total = total + (g * g).sum(dim=(1, 2))
+        total = total + torch.linalg.vector_norm(g, dim=(1, 2)).square()
     if bias:
         total = total + _sq(zbar.sum(dim=1))                    # (B, p): sum_t zbar_t
     return total
 
 
-def _as_sequence(t: torch.Tensor, batch: int) -> torch.Tensor:
-    """``(B, d) -> (B, d)``; ``(B, ..., d) -> (B, T, d)`` with the middle axes flattened into T."""
-    if t.ndim == 2:
-        return t
-    return t.reshape(batch, -1, t.shape[-1])
+def _positions(layer: nn.Module, h: torch.Tensor, zbar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One call's ``(H, Zbar)`` as ``(B, d), (B, p)`` or ``(B, T, d), (B, T, p)`` (eq-pex-conv).
+
+    A linear layer's middle axes become positions; a convolution is unfolded into its ``T`` input
+    patches of ``d = C_in k_h k_w`` numbers, and its output gradient into ``T`` rows of ``p``.
+    """
+    batch = h.shape[0]
+    if isinstance(layer, nn.Conv2d):
+        h, padding = _padded(layer, h)
+        patches = F.unfold(h, layer.kernel_size, dilation=layer.dilation, padding=padding,
+                           stride=layer.stride)                 # (B, d, T)
+        return patches.transpose(1, 2), zbar.reshape(batch, zbar.shape[1], -1).transpose(1, 2)
+    if h.ndim == 2:
+        return h, zbar
+    return h.reshape(batch, -1, h.shape[-1]), zbar.reshape(batch, -1, zbar.shape[-1])
 
 
-def _combine(calls: list[tuple[torch.Tensor, torch.Tensor]], layer: nn.Linear, name: str) -> torch.Tensor:
-    """Per-example gradient norms ``(B,)`` of one layer from its (h, zbar) pairs, one per call."""
-    if any(h.ndim == 1 for h, _ in calls):
-        raise ValueError(f"layer {name!r} was called on an unbatched 1-D input; inputs must be (B, ..., d)")
-    batch = calls[0][0].shape[0]
-    if any(h.shape[0] != batch for h, _ in calls):
-        raise ValueError(f"layer {name!r} was called on batches of different sizes "
-                         f"{[h.shape[0] for h, _ in calls]}; one batch per forward pass")
-    weight, bias = layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
-    if len(calls) == 1:
-        h, zbar = calls[0]
-        if h.ndim == 2:              # eq-pex-trick as a product of norms: few small ops on the hot path
-            z_norm = torch.linalg.vector_norm(zbar, dim=1)
-            if not weight:
-                return z_norm
-            h_norm = torch.linalg.vector_norm(h, dim=1)
-            return z_norm * (torch.hypot(h_norm, torch.ones_like(h_norm)) if bias else h_norm)
-        return _layer_sq_norms(_as_sequence(h, batch), _as_sequence(zbar, batch), weight, bias, "auto").sqrt()
-    # a layer used several times shares its weights over the calls: stack the calls as positions
-    hs = [h.reshape(batch, -1, h.shape[-1]) for h, _ in calls]
-    zs = [z.reshape(batch, -1, z.shape[-1]) for _, z in calls]
-    return _layer_sq_norms(torch.cat(hs, dim=1), torch.cat(zs, dim=1), weight, bias, "auto").sqrt()
+def _trainable_parts(layer: nn.Module) -> tuple[bool, bool]:
+    """Whether the layer's weight and its bias are trainable."""
+    return layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
 
 
-def _finish(norms: torch.Tensor, per_layer: bool) -> torch.Tensor:
-    """``(B, n_layers)`` norms per layer -> themselves, or the total ``sqrt(sum of squares)`` (eq-pex-total)."""
-    if per_layer:
-        return norms
-    return torch.linalg.vector_norm(norms, dim=1)
+def _padded(layer: nn.Conv2d, h: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | int]:
+    """A convolution's input and the padding left for the convolution itself to apply."""
+    if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+        return F.pad(h, layer._reversed_padding_repeated_twice, mode=mode), 0
+    return h, layer.padding
+
+
+def _conv_sq_norms(layer: nn.Conv2d, h: torch.Tensor, zbar: torch.Tensor, weight: bool,
+                   bias: bool) -> torch.Tensor:
+    """``||dL^(j)/dW||^2`` of a convolution by materialising each example's weight gradient.
+
+    ``eq-pex-shared`` summed over the positions is the gradient of a convolution, so the ``B``
+    per-example gradients are the weight gradient of *one* convolution with ``groups = B`` whose
+    channels are the examples' channels side by side (what ``torch.func.vmap`` does too); the
+    bias part is ``||sum_t zbar_t||^2``. ``h (B, C, H, W)``, ``zbar (B, p, H', W')``.
+    """
+    batch = h.shape[0]
+    total = torch.zeros(batch, dtype=zbar.dtype, device=zbar.device)
+    if weight:
+        h, padding = _padded(layer, h)
+        c, p = h.shape[1], zbar.shape[1]
+        g = torch.nn.grad.conv2d_weight(
+            h.reshape(1, batch * c, *h.shape[2:]), (batch * p, c, *layer.kernel_size),
+            zbar.reshape(1, batch * p, *zbar.shape[2:]), stride=layer.stride, padding=padding,
+            dilation=layer.dilation, groups=batch)            # (B p, C, k_h, k_w)
+        total = total + torch.linalg.vector_norm(g.reshape(batch, -1), dim=1).square()
+    if bias:
+        total = total + _sq(zbar.sum(dim=(2, 3)))
+    return total
 
 
 def _check_losses(losses, batch: int) -> torch.Tensor:
     if not isinstance(losses, torch.Tensor):
-        raise TypeError(f"loss_fn must return a torch.Tensor of per-example losses, got {type(losses).__name__}")
+        raise TypeError("loss_fn must return a torch.Tensor of per-example losses, got "
+                        f"{type(losses).__name__}")
     if losses.ndim == 0:
-        raise ValueError("loss_fn returned a scalar; it must return per-example losses of shape (B,) "
-                         "(e.g. F.cross_entropy(..., reduction='none'))")
+        raise ValueError("loss_fn returned a scalar; it must return per-example losses of shape "
+                         "(B,) (e.g. F.cross_entropy(..., reduction='none'))")
     if tuple(losses.shape) != (batch,):
         raise ValueError(f"loss_fn must return per-example losses of shape (B,) = ({batch},), "
                          f"got {tuple(losses.shape)}")
@@ -225,155 +298,268 @@ def _check_batch(x, y) -> int:
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x must have a batch dimension B >= 1 first, got shape {tuple(x.shape)}")
     if isinstance(y, torch.Tensor) and (y.ndim < 1 or y.shape[0] != x.shape[0]):
-        raise ValueError(f"y must hold one target per example of x (B = {x.shape[0]}), got shape {tuple(y.shape)}")
+        raise ValueError(f"y must hold one target per example of x (B = {x.shape[0]}), "
+                         f"got shape {tuple(y.shape)}")
     return int(x.shape[0])
 
 
 # ----------------------------------------------------------------------------------------------
-# the whole model
+# the capture engine
 # ----------------------------------------------------------------------------------------------
 
-def per_example_grad_norms(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                           x: torch.Tensor, y: torch.Tensor, per_layer: bool = False) -> torch.Tensor:
-    """Norms ``||dL^(j)/dtheta||`` of every example's gradient, from one forward and one backward pass.
+class Captured(NamedTuple):
+    """One tracked layer's ingredients of a step, in the convention of ``C = sum_j L^(j)``.
 
-    ``loss_fn(output, y)`` must return the per-example losses ``L^(j)``, shape ``(B,)`` (a scalar is
-    rejected: the per-example information is gone). ``theta`` is every trainable parameter of the
-    model's ``nn.Linear`` layers (:func:`trainable_linear_layers`; any other trainable layer raises
-    ``ValueError`` naming it). Per layer, notes eq 10 (``eq-pex-trick``), or the Gram form
-    ``eq-pex-gram`` when a layer sees ``(B, T, d)`` inputs or is called more than once; the total is
-    ``sqrt`` of the sum over layers (``eq-pex-total``).
+    ``h`` is ``(B, d)`` or, for shared weights, ``(B, T, d)`` (a convolution unfolded into its
+    patches, several calls of one layer stacked as positions); ``zbar`` is ``(B, p)`` or
+    ``(B, T, p)``. ``weight`` / ``bias`` say which parameters are trainable. The per-example
+    gradient of the layer is ``sum_t zbar_t [h_t, 1]^T`` (``eq-pex-shared``).
+    """
 
-    Returns ``(B,)``, or ``(B, n_layers)`` with ``per_layer=True`` (columns in the order of
-    :func:`trainable_linear_layers`). Detached; the parameters' ``.grad`` are left untouched.
-    A trainable linear layer that ``model(x)`` does not use, or whose output does not reach the
-    loss, raises ``RuntimeError`` (freeze it to exclude it).
+    name: str
+    layer: nn.Module
+    h: torch.Tensor
+    zbar: torch.Tensor
+    weight: bool
+    bias: bool
+
+
+class NormTracker:
+    """Collects ``H`` (forward hooks) and ``Zbar`` (hooks on the layer outputs) during ordinary steps.
+
+    Covers the layers of :func:`trainable_layers` (``nn.Linear``, ``nn.Conv2d``). Two ways to use it:
+
+    * per step, with :func:`track_norms` (attaches on entry, detaches on exit);
+    * across steps: ``tracker = NormTracker(model, "mean").attach()`` once, then every step runs
+      its ordinary forward and ``backward()`` and reads :meth:`norms`; the first tracked forward
+      pass after :meth:`norms` (or :meth:`captured`) was read starts a new step, so nothing is
+      rebuilt per step. :meth:`detach` (or leaving a ``with tracker:`` block) removes the hooks.
+
+    ``reduction`` says how the backpropagated loss was reduced over the batch (``"sum"``, the
+    notes' ``C = sum_j L^(j)``, or ``"mean"``); the norms are those of ``dL^(j)/dtheta`` either
+    way. ``layer_names`` lists the tracked layers (the columns of ``norms(per_layer=True)``).
 
     >>> from utils.models import mlp
     >>> import torch.nn.functional as F
     >>> model = mlp([4, 3, 2])
-    >>> per_example_grad_norms(model, lambda o, t: F.cross_entropy(o, t, reduction="none"),
-    ...                        torch.randn(5, 4), torch.zeros(5, dtype=torch.long)).shape
+    >>> tracker = NormTracker(model, "mean").attach()
+    >>> for step in range(2):
+    ...     F.cross_entropy(model(torch.randn(5, 4)), torch.zeros(5, dtype=torch.long)).backward()
+    ...     norms = tracker.norms()
+    >>> tracker.detach(); norms.shape
     torch.Size([5])
-    """
-    layers = trainable_linear_layers(model)
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable as loss_fn(output, y), got {type(loss_fn).__name__}")
-    if not isinstance(per_layer, bool):
-        raise TypeError(f"per_layer must be a bool, got {type(per_layer).__name__}")
-    batch = _check_batch(x, y)
-    tracker = NormTracker(model, "sum")
-    tracker._attach()
-    params = [p for _, layer in layers for p in layer.parameters(recurse=False) if p.requires_grad]
-    try:
-        with torch.enable_grad():
-            losses = _check_losses(loss_fn(model(x), y), batch)
-            # one ordinary backward pass of C = sum_j L^(j); the hooks on the layer outputs keep
-            # Zbar = dC/dZ. autograd.grad (not backward) leaves the parameters' .grad untouched.
-            torch.autograd.grad(losses.sum(), params, allow_unused=True)
-    finally:
-        tracker._detach()
-    return tracker.norms(per_layer=per_layer)
-
-
-class NormTracker:
-    """Collects ``H`` (forward hooks) and ``Zbar`` (hooks on the layer outputs) during an ordinary step.
-
-    Made by :func:`track_norms`; read the norms with :meth:`norms` after ``backward()``.
-    ``layer_names`` lists the tracked layers (the columns of ``norms(per_layer=True)``).
     """
 
     def __init__(self, model: nn.Module, reduction: str = "sum"):
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        self._layers = trainable_linear_layers(model)
+        self._layers = trainable_layers(model)
         self.reduction = reduction
         self.layer_names = [name for name, _ in self._layers]
         self._calls: dict[str, list[list]] = {name: [] for name in self.layer_names}
         self._handles: list = []
+        self._read = False              # set when the norms of the recorded step were read
 
-    def _attach(self) -> None:
-        for name, layer in self._layers:
-            self._handles.append(layer.register_forward_hook(self._forward_hook(name)))
+    # hooks ------------------------------------------------------------------------------------
+    def attach(self) -> "NormTracker":
+        """Register the forward hooks (idempotent); returns the tracker."""
+        if not self._handles:
+            self._handles = [layer.register_forward_hook(self._forward_hook(name))
+                             for name, layer in self._layers]
+        return self
 
-    def _detach(self) -> None:
+    def detach(self) -> None:
+        """Remove the hooks; the records of the last step stay readable."""
         for handle in self._handles:
             handle.remove()
-        self._handles.clear()
+        self._handles = []
+
+    _attach, _detach = attach, detach          # the names used before the engine was public
+
+    def __enter__(self) -> "NormTracker":
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
 
     def _forward_hook(self, name: str):
         calls = self._calls[name]
 
         def hook(module, inputs, output):
-            if output.requires_grad and torch.is_grad_enabled():   # skip evaluation under no_grad
-                record = [inputs[0], None]     # H of this call; Zbar arrives in the backward pass
-
-                def keep_zbar(grad):
-                    record[1] = grad
-
-                calls.append(record)
-                output.register_hook(keep_zbar)
+            if not output.requires_grad:       # evaluation under no_grad: nothing to track
+                return
+            if self._read:                     # the previous step was read: a new step begins
+                self.reset()
+            record = [inputs[0].detach(), None]    # H of this call; Zbar arrives in backward
+            calls.append(record)
+            output.register_hook(partial(_keep_zbar, record))
         return hook
 
     def reset(self) -> None:
-        """Forget what was recorded (to reuse one tracker over several steps inside its context)."""
-        for name in self._calls:
-            self._calls[name].clear()
+        """Forget what was recorded (happens by itself at the first forward after a read)."""
+        for records in self._calls.values():
+            records.clear()
+        self._read = False
+
+    # reading ----------------------------------------------------------------------------------
+    def _records(self, name: str) -> list[list]:
+        records = self._calls[name]
+        if not records:
+            raise RuntimeError(f"layer {name!r} was not called with gradients enabled while the "
+                               "tracker was attached; run the forward pass inside the with-block")
+        if any(record[1] is None for record in records):
+            raise RuntimeError(f"the backward pass did not reach layer {name!r}: call "
+                               "loss.backward() inside the with-block before norms(), and make "
+                               "sure the layer's output affects the loss")
+        return records
+
+    def _batch(self, name: str, records: list[list], batch: int | None) -> int:
+        """The batch size of a layer's calls, checked against the layers before it."""
+        if any(r[0].ndim < 2 for r in records):
+            raise ValueError(f"layer {name!r} was called on an unbatched input; inputs must "
+                             "be (B, ..., d)")
+        sizes = [r[0].shape[0] for r in records]
+        if len(set(sizes)) > 1:
+            raise ValueError(f"layer {name!r} was called on batches of different sizes "
+                             f"{sizes}; one batch per forward pass")
+        if batch is not None and sizes[0] != batch:
+            raise ValueError(f"layer {name!r} saw a batch of {sizes[0]} examples, "
+                             f"the layers before it {batch}")
+        return sizes[0]
+
+    def _capture(self, layer: nn.Module, records: list[list],
+                 batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer's ``(H, Zbar)`` as positions (``_positions``), calls stacked, sum convention."""
+        pairs = [_positions(layer, r[0], r[1]) for r in records]
+        if len(pairs) == 1:
+            h, z = pairs[0]
+        else:      # one layer called several times shares its weights: calls are positions
+            h = torch.cat([hh.reshape(batch, -1, hh.shape[-1]) for hh, _ in pairs], dim=1)
+            z = torch.cat([zz.reshape(batch, -1, zz.shape[-1]) for _, zz in pairs], dim=1)
+        return h, (z * batch if self.reduction == "mean" else z)
+
+    def captured(self) -> list[Captured]:
+        """Every tracked layer's ``(H, Zbar)`` of the recorded step (see :class:`Captured`).
+
+        ``Zbar`` is rescaled to the convention ``C = sum_j L^(j)`` (times ``B`` for
+        ``reduction="mean"``), so the per-example gradient of a layer is exactly
+        ``sum_t zbar_t [h_t, 1]^T``: what clipping and other per-example quantities build on.
+        """
+        out, batch = [], None
+        for name, layer in self._layers:
+            records = self._records(name)
+            batch = self._batch(name, records, batch)
+            h, z = self._capture(layer, records, batch)
+            out.append(Captured(name, layer, h, z, *_trainable_parts(layer)))
+        self._read = True
+        return out
+
+    def _eq10_factors(self) -> tuple[int, list[list[torch.Tensor]]] | None:
+        """The hot path: every layer an ``nn.Linear`` called once on a ``(B, d)`` input.
+
+        Returns ``B`` and, per layer, the ``(B,)`` columns whose squares add up to its squared
+        norms (``eq-pex-trick`` split as ``||zbar_j||^2 ||h_j||^2 + ||zbar_j||^2``, weight and
+        bias): ``||zbar_j|| ||h_j||`` and ``||zbar_j||``. ``None`` when another form is needed.
+        """
+        factors, batch = [], None
+        for name, layer in self._layers:
+            records = self._records(name)
+            if len(records) != 1 or type(layer) is not nn.Linear:
+                return None
+            h, zbar = records[0]
+            if h.ndim != 2:
+                return None
+            if batch is None:
+                batch = h.shape[0]
+            elif h.shape[0] != batch:
+                raise ValueError(f"layer {name!r} saw a batch of {h.shape[0]} examples, "
+                                 f"the layers before it {batch}")
+            z_norm = torch.linalg.vector_norm(zbar, dim=1)
+            columns = []
+            if layer.weight.requires_grad:
+                columns.append(z_norm * torch.linalg.vector_norm(h, dim=1))
+            if layer.bias is not None and layer.bias.requires_grad:
+                columns.append(z_norm)
+            factors.append(columns)
+        return batch, factors
+
+    def sq_norms(self) -> torch.Tensor:
+        """Squared per-example, per-layer gradient norms ``(B, n_layers)`` of the recorded step."""
+        with torch.no_grad():
+            fast = self._eq10_factors()
+            if fast is None:      # shared weights, convolutions, several calls
+                return self._general_sq_norms()
+            batch, factors = fast
+            sq = torch.stack([torch.stack(cols, dim=1).square().sum(dim=1) for cols in factors],
+                             dim=1)
+            self._read = True
+            return sq * float(batch) ** 2 if self.reduction == "mean" else sq
+
+    def _general_sq_norms(self) -> torch.Tensor:
+        """``(B, n_layers)`` squared norms, layer by layer, each by the cheaper form (eq-pex-crossover).
+
+        A convolution called once whose flop rule prefers materialising gets its per-example
+        weight gradients from one grouped convolution backward (``_conv_sq_norms``); every other
+        layer goes through its positions and :func:`layer_sq_norms` (``"auto"``).
+        """
+        columns, batch = [], None
+        for name, layer in self._layers:
+            records = self._records(name)
+            batch = self._batch(name, records, batch)
+            weight, bias = _trainable_parts(layer)
+            if isinstance(layer, nn.Conv2d) and len(records) == 1:
+                h, zbar = records[0]
+                t = zbar[0, 0].numel()
+                d = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1] + int(bias)
+                if not gram_is_cheaper(t, d, layer.out_channels):
+                    scale = float(batch) ** 2 if self.reduction == "mean" else 1.0
+                    columns.append(_conv_sq_norms(layer, h, zbar, weight, bias) * scale)
+                    continue
+            h, z = self._capture(layer, records, batch)
+            columns.append(_layer_sq_norms(h, z, weight, bias, "auto"))
+        self._read = True
+        return torch.stack(columns, dim=1)
 
     def norms(self, per_layer: bool = False) -> torch.Tensor:
-        """Per-example gradient norms ``(B,)`` (or ``(B, n_layers)``) of the step that was tracked.
+        """Per-example gradient norms ``(B,)`` (or ``(B, n_layers)``) of the recorded step.
 
-        With ``reduction="mean"`` the backpropagated cost was ``C = (1/B) sum_j L^(j)``, so ``Zbar``
-        is ``1/B`` times that of the sum and the norms are multiplied back by ``B``: the result is
-        always ``||dL^(j)/dtheta||``, as :func:`per_example_grad_norms` returns.
+        Eq 10 (``eq-pex-trick``) per layer, ``eq-pex-gram`` for shared weights and convolutions,
+        ``eq-pex-total`` over the layers. With ``reduction="mean"`` the backpropagated cost was
+        ``C = (1/B) sum_j L^(j)``, so ``Zbar`` is ``1/B`` times that of the sum and the norms are
+        multiplied back by ``B``: the result is always ``||dL^(j)/dtheta||``, as
+        :func:`per_example_grad_norms` returns. Reading the norms marks the step as done: the next
+        tracked forward pass starts a new one.
         """
         if not isinstance(per_layer, bool):
             raise TypeError(f"per_layer must be a bool, got {type(per_layer).__name__}")
+        if per_layer:
+            return self.sq_norms().sqrt()
         with torch.no_grad():
-            return self._norms(per_layer)
+            fast = self._eq10_factors()
+            if fast is None:
+                return self.sq_norms().sum(dim=1).sqrt()
+            # eq-pex-total in one reduction: the norm of all layers' factor columns side by side
+            batch, factors = fast
+            total = torch.linalg.vector_norm(
+                torch.stack([c for cols in factors for c in cols], dim=1), dim=1)
+            self._read = True
+            return total.mul_(batch) if self.reduction == "mean" else total
 
-    def _norms(self, per_layer: bool) -> torch.Tensor:
-        columns, batch = [], None
-        for name, layer in self._layers:
-            records = self._calls[name]
-            if not records:
-                raise RuntimeError(f"layer {name!r} was not called with gradients enabled inside track_norms; "
-                                   "run the forward pass inside the with-block")
-            if any(zbar is None for _, zbar in records):
-                raise RuntimeError(f"the backward pass did not reach layer {name!r}: call loss.backward() "
-                                   "inside the with-block before norms(), and make sure the layer's output "
-                                   "affects the loss")
-            h, zbar = records[0]
-            if len(records) == 1 and h.ndim == 2 and (batch is None or h.shape[0] == batch):
-                # the common case, eq-pex-trick, in as few tensor operations as possible
-                weight, bias = layer.weight.requires_grad, layer.bias is not None and layer.bias.requires_grad
-                zz = torch.linalg.vector_norm(zbar, dim=1).square()
-                if weight:
-                    hh = torch.linalg.vector_norm(h, dim=1).square()
-                    zz = torch.addcmul(zz, zz, hh) if bias else zz * hh     # ||zbar||^2 (||h||^2 + 1)
-                columns.append(zz)
-            else:
-                columns.append(_combine([(h, z) for h, z in records], layer, name).square())
-            if batch is None:
-                batch = h.shape[0]
-            elif columns[-1].shape[0] != batch:
-                raise ValueError(f"layer {name!r} saw a batch of {columns[-1].shape[0]} examples, "
-                                 f"the layers before it {batch}")
-        sq = torch.stack(columns, dim=1)
-        if self.reduction == "mean":
-            sq = sq * float(batch) ** 2
-        return sq.sqrt() if per_layer else sq.sum(dim=1).sqrt()
+
+def _keep_zbar(record: list, grad: torch.Tensor) -> None:
+    record[1] = grad
 
 
 @contextmanager
 def track_norms(model: nn.Module, reduction: str = "sum") -> Iterator[NormTracker]:
-    """Context manager: the ordinary ``loss.backward()`` of a training step also yields per-example norms.
+    """Context manager: the ordinary ``loss.backward()`` of a training step also yields norms.
 
     ``reduction`` says how the backpropagated loss was reduced over the batch, ``"sum"`` (the notes'
     ``C = sum_j L^(j)``) or ``"mean"`` (PyTorch's default); the norms are those of ``dL^(j)/dtheta``
     either way. Forward hooks keep ``H``, hooks on the layers' outputs keep ``Zbar``; they are
     removed when the block exits, and the tracker keeps its records for :meth:`NormTracker.norms`.
-    Eq 10 / ``eq-pex-trick`` per layer, ``eq-pex-gram`` for shared weights.
+    Eq 10 / ``eq-pex-trick`` per layer, ``eq-pex-gram`` for shared weights. For a loop of many
+    steps, build one :class:`NormTracker` and keep it attached instead (less fixed cost).
 
     >>> from utils.models import mlp
     >>> import torch.nn.functional as F
@@ -385,11 +571,54 @@ def track_norms(model: nn.Module, reduction: str = "sum") -> Iterator[NormTracke
     torch.Size([5])
     """
     tracker = NormTracker(model, reduction)
-    tracker._attach()
-    try:
+    with tracker:
         yield tracker
-    finally:
-        tracker._detach()
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole model
+# ----------------------------------------------------------------------------------------------
+
+def per_example_grad_norms(model: nn.Module,
+                           loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                           x: torch.Tensor, y: torch.Tensor, per_layer: bool = False) -> torch.Tensor:
+    """Norms ``||dL^(j)/dtheta||`` of every example's gradient, from one forward and one backward.
+
+    ``loss_fn(output, y)`` must return the per-example losses ``L^(j)``, shape ``(B,)`` (a scalar is
+    rejected: the per-example information is gone). ``theta`` is every trainable parameter of the
+    model's ``nn.Linear`` and ``nn.Conv2d`` layers (:func:`trainable_layers`; any other trainable
+    layer raises ``ValueError`` naming it). Per layer, notes eq 10 (``eq-pex-trick``), or the Gram /
+    outer form ``eq-pex-gram`` when a layer sees ``(B, T, d)`` inputs, is a convolution or is called
+    more than once; the total is ``sqrt`` of the sum over layers (``eq-pex-total``).
+
+    Returns ``(B,)``, or ``(B, n_layers)`` with ``per_layer=True`` (columns in the order of
+    :func:`trainable_layers`). Detached; the parameters' ``.grad`` are left untouched.
+    A trainable layer that ``model(x)`` does not use, or whose output does not reach the
+    loss, raises ``RuntimeError`` (freeze it to exclude it).
+
+    >>> from utils.models import mlp
+    >>> import torch.nn.functional as F
+    >>> model = mlp([4, 3, 2])
+    >>> per_example_grad_norms(model, lambda o, t: F.cross_entropy(o, t, reduction="none"),
+    ...                        torch.randn(5, 4), torch.zeros(5, dtype=torch.long)).shape
+    torch.Size([5])
+    """
+    tracker = NormTracker(model, "sum")
+    if not callable(loss_fn):
+        raise TypeError("loss_fn must be callable as loss_fn(output, y), got "
+                        f"{type(loss_fn).__name__}")
+    if not isinstance(per_layer, bool):
+        raise TypeError(f"per_layer must be a bool, got {type(per_layer).__name__}")
+    batch = _check_batch(x, y)
+    params = [p for _, layer in tracker._layers for p in layer.parameters(recurse=False)
+              if p.requires_grad]
+    with tracker, torch.enable_grad():
+        losses = _check_losses(loss_fn(model(x), y), batch)
+        # one ordinary backward pass of C = sum_j L^(j); the hooks on the layer outputs keep
+        # Zbar = dC/dZ. autograd.grad (not backward) leaves the parameters' .grad untouched.
+        torch.autograd.grad(losses.sum(), params, allow_unused=True)
+    with torch.no_grad():
+        return tracker.norms(per_layer=per_layer)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,7 +686,10 @@ def norms_from_grads(grads: dict[str, torch.Tensor]) -> torch.Tensor:
             batch = g.shape[0]
         elif g.shape[0] != batch:
             raise ValueError(f"grads[{name!r}] has batch size {g.shape[0]}, expected {batch}")
-        sq = g.detach().reshape(batch, -1).pow(2).sum(dim=1)
+        # the norm of each example's block, with no temporary the size of g
+        g = g.detach()
+        sq = g.square() if g.ndim == 1 else torch.linalg.vector_norm(
+            g, dim=tuple(range(1, g.ndim))).square()
         total = sq if total is None else total + sq
     return total.sqrt()
 
@@ -491,6 +723,93 @@ def flip_labels(y: torch.Tensor, fraction: float, n_classes: int, seed: int = 0)
     return noisy, flipped
 
 
+def top_k_precision(scores, flagged, k: int) -> float:
+    """Precision at ``k``: the fraction of the ``k`` highest ``scores`` whose ``flagged`` is True.
+
+    ``scores`` and ``flagged`` are 1-D of the same length ``n`` (arrays or tensors); ``k`` in
+    ``[1, n]``. Ties are broken by position (a stable sort), so the result is deterministic.
+
+    >>> top_k_precision([0.1, 5.0, 3.0, 0.2], [False, True, False, True], k=2)
+    0.5
+    """
+    scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores,
+                        dtype=float)
+    flagged = np.asarray(flagged.cpu() if isinstance(flagged, torch.Tensor) else flagged)
+    if scores.ndim != 1 or flagged.shape != scores.shape or flagged.dtype != bool:
+        raise ValueError("scores must be 1-D and flagged a bool array of the same length, got "
+                         f"shapes {scores.shape} and {flagged.shape} ({flagged.dtype})")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(scores):
+        raise ValueError(f"k must be an int in [1, {len(scores)}], got {k!r}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    top = np.argsort(-scores, kind="stable")[:k]
+    return float(flagged[top].mean())
+
+
+def rank_by_norm_and_loss(norms, losses, flagged, k: int = 50) -> dict[str, float]:
+    """Mislabel detection by per-example gradient norm and by per-example loss, side by side.
+
+    Returns ``{"norm": precision at k by norm, "loss": precision at k by loss,
+    "corr_log": Pearson correlation of log norm and log loss}`` (both ``(n,)``, positive).
+
+    >>> rank_by_norm_and_loss([1.0, 4.0, 2.0], [0.5, 2.0, 1.0], [False, True, False], k=1)
+    {'norm': 1.0, 'loss': 1.0, 'corr_log': 1.0}
+    """
+    norms = np.asarray(norms.detach().cpu() if isinstance(norms, torch.Tensor) else norms,
+                       dtype=float)
+    losses = np.asarray(losses.detach().cpu() if isinstance(losses, torch.Tensor) else losses,
+                        dtype=float)
+    if norms.shape != losses.shape or norms.ndim != 1:
+        raise ValueError(f"norms and losses must be 1-D of the same length, got {norms.shape} "
+                         f"and {losses.shape}")
+    if not (norms > 0).all() or not (losses > 0).all():
+        raise ValueError("norms and losses must be > 0 (their logs are correlated)")
+    corr = float(np.corrcoef(np.log(norms), np.log(losses))[0, 1])
+    return {"norm": top_k_precision(norms, flagged, k), "loss": top_k_precision(losses, flagged, k),
+            "corr_log": round(corr, 12)}
+
+
+_BENCH_LABELS = {"trick": "book, tracker", "trick_ctx": "book, track_norms", "hooks": "hooks only",
+                 "opacus_ghost": "Opacus ghost", "backpack": "BackPACK", "vmap": "torch.func vmap",
+                 "opacus": "Opacus GSM", "naive": "loop over B"}
+
+
+def bench_table(data: dict, threads: int = 1, timer: str = "cpu") -> str:
+    """The chapter's benchmark table from ``results/per_example_bench.json`` (its ``data``).
+
+    One row per method, one column per (model, batch): the method's median time divided by the
+    ordinary step's, by CPU time (``timer="cpu"``) or wall clock (``"wall"``), at ``threads``
+    threads; then the ordinary step's median in ms, each column's largest relative difference of
+    any method from ``vmap`` (checked before timing), and, when measured, the peak-memory growth
+    (MiB) of one call. Lines fit in 80 characters.
+    """
+    if timer not in ("cpu", "wall"):
+        raise ValueError(f"timer must be 'cpu' or 'wall', got {timer!r}")
+    rows = [r for r in data.get("rows", []) if r["threads"] == threads]
+    if not rows:
+        raise ValueError(f"no benchmark rows at threads={threads!r}")
+    key, med = ("cpu_ratio", "median_cpu_s") if timer == "cpu" else ("ratio", "median_s")
+    short = {"small": "S", "large": "L", "conv": "C"}
+    head = [f"{short[r['model']]}{r['batch']}" for r in rows]
+    lines = [f"{'':18}" + "".join(f"{h:>8}" for h in head)]
+    for m, label in _BENCH_LABELS.items():
+        if m in rows[0][key]:
+            lines.append(f"{label:18}" + "".join(f"{r[key][m]:>7.2f}x" for r in rows))
+    lines.append(f"{'standard step, ms':18}" + "".join(f"{1e3 * r[med]['standard']:>8.2f}"
+                                                        for r in rows))
+    lines.append(f"{'max rel. diff':18}" + "".join(
+        f"{max(r['max_rel_diff_vs_vmap'].values()):>8.0e}" for r in rows))
+    if all("memory_MiB" in r for r in rows):
+        for m in ("standard", "trick", "backpack", "opacus_ghost", "vmap", "opacus"):
+            if m in rows[0]["memory_MiB"]:
+                name = "ordinary step" if m == "standard" else _BENCH_LABELS[m].split(",")[0]
+                label = f"+MiB {name}"
+                lines.append(f"{label:18}" + "".join(
+                    f"{r['memory_MiB'][m]:>8.0f}" if r["memory_MiB"][m] is not None
+                    else f"{'-':>8}" for r in rows))
+    return "\n".join(lines)
+
+
 @dataclass
 class NormRun:
     """What :func:`train_with_norm_snapshots` recorded."""
@@ -508,8 +827,8 @@ def train_with_norm_snapshots(model: nn.Module, x: torch.Tensor, y: torch.Tensor
                               progress: bool | None = None) -> NormRun:
     """Train ``model`` in place (SGD, mean cross-entropy) and watch its per-example gradient norms.
 
-    Every step runs inside :func:`track_norms`, so the ordinary ``loss.backward()`` also gives the
-    per-example norms of the minibatch (their median and max are recorded). At step 0 and every
+    One :class:`NormTracker` stays attached for the whole loop, so every ordinary
+    ``loss.backward()`` also gives the per-example norms of the minibatch (their median and max are recorded). At step 0 and every
     ``snapshot_every`` steps, :func:`per_example_grad_norms` measures the norms of a fixed probe set
     (``x[probe]``, default all of ``x``). Minibatches come from a generator seeded by ``seed``.
     """
@@ -531,22 +850,23 @@ def train_with_norm_snapshots(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc="training", leave=False)
-    for step in range(1, steps + 1):
-        idx = torch.randint(0, len(x), (batch_size,), generator=g)
-        opt.zero_grad(set_to_none=True)
-        with track_norms(model, reduction="mean") as tracker:
+    with NormTracker(model, reduction="mean") as tracker:     # one tracker for every step
+        for step in range(1, steps + 1):
+            idx = torch.randint(0, len(x), (batch_size,), generator=g)
+            opt.zero_grad(set_to_none=True)
+            tracker.reset()                  # forget the probe pass of the last snapshot
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
-        opt.step()
-        norms = tracker.norms()
-        run.step.append(step)
-        run.loss.append(float(loss.detach()))
-        run.batch_norm_median.append(float(norms.median()))
-        run.batch_norm_max.append(float(norms.max()))
-        if step % snapshot_every == 0 or step == steps:
-            run.snapshots[step] = per_example_grad_norms(model, ce, xp, yp).numpy()
-        if bar is not None:
-            bar.update(1)
+            opt.step()
+            norms = tracker.norms()
+            run.step.append(step)
+            run.loss.append(float(loss.detach()))
+            run.batch_norm_median.append(float(norms.median()))
+            run.batch_norm_max.append(float(norms.max()))
+            if step % snapshot_every == 0 or step == steps:
+                run.snapshots[step] = per_example_grad_norms(model, ce, xp, yp).numpy()
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
     return run

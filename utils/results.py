@@ -21,6 +21,7 @@ import platform
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,10 @@ def provenance_text(record: dict) -> str:
     """One short paragraph saying where a results file's numbers came from, for printing."""
     p = record["provenance"]
     seeds = "" if not p.get("seeds") else f", seeds {p['seeds']}"
-    return (f"from results/{record['name']}.json, written by `{record['command']}`\n"
+    text = (f"from results/{record['name']}.json, written by `{record['command']}` "
             f"on {p['date']} at commit {p['commit']} ({p['machine']}, torch {p['torch']}, "
             f"{p['threads']} thread(s){seeds})")
+    return textwrap.fill(text, 76, break_on_hyphens=False)  # fits the book's column
 
 
 def rerun_commands(names: list[str] | None = None, root: str | os.PathLike | None = None,
@@ -158,6 +160,6 @@ if __name__ == "__main__":  # python -m utils.results [--run] [NAME ...]
     args = parser.parse_args()
     for name, command in rerun_commands(args.names, dry_run=True):
         record = load_results(name)
-        print(f"{name}: {command}\n  ({provenance_text(record).splitlines()[-1]})")
+        print(f"{name}: {command}\n  {provenance_text(record)}")
     if args.run:
         rerun_commands(args.names)
