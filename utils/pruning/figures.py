@@ -115,7 +115,10 @@ def plot_accuracy_vs_compression(ax, results: list[dict], *, chance: float | Non
     ax.set_ylim(0, 100)
     ax.set_xlabel("compression ratio $\\rho$")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize="x-small", loc="upper right")
+    if rho_max is not None:   # the empty region between the curves' end and rho_max
+        ax.legend(fontsize="x-small", loc="center right", bbox_to_anchor=(0.9, 0.55))
+    else:
+        ax.legend(fontsize="x-small")
 
 
 def plot_method_layers(ax, records: list[dict], method: str, *, rho_max: float | None = None,
