@@ -658,3 +658,41 @@ def test_non_contiguous_weights_take_the_general_path_with_the_same_masks():
     assert not channels_last.conv2.weight.is_contiguous()
     slow = prune(channels_last, "synflow", 30, iterations=8, input_shape=(1, 6, 6))
     assert all(torch.equal(fast[n], slow[n]) for n in fast)
+
+
+# ------------------------------------------------------------------ issue 16: the paper's Fig. 1, the control
+
+def test_accuracy_plot_draws_the_papers_axes():
+    import matplotlib.pyplot as plt
+    from utils.pruning import plot_accuracy_vs_compression
+
+    results = [{"method": "snip", "log10_compression": c, "seed": 0, "test_accuracy": 0.5}
+               for c in (1.0, 2.0)]
+    fig, ax = plt.subplots()
+    plot_accuracy_vs_compression(ax, results, chance=None, rho_max=7900.0, dense=[0.9, 0.7],
+                                 critical={"snip": 2.5})
+    vertical = [l for l in ax.lines if list(l.get_xdata()) == [7900.0, 7900.0]]
+    horizontal = [l for l in ax.lines if l.get_label() == "dense"]
+    assert len(vertical) == 1 and horizontal[0].get_ydata()[0] == pytest.approx(80.0)
+    assert ax.get_xlim()[1] == pytest.approx(7900.0 * 1.5)
+    arrow = ax.texts[0]                              # the annotation at rho_cr
+    assert arrow.xy[0] == pytest.approx(10 ** 2.5)
+    plt.close(fig)
+
+
+def test_train_pruned_rescale_multiplies_kept_weights_by_inverse_sqrt_density():
+    from utils.data import Split
+    from utils.pruning import train_pruned
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    data = Split(x, y, x, y)
+    net = mlp([4, 8, 2], bias=False)
+    w0 = {n: p.detach().clone() for n, p in net.named_parameters()}
+    masks = {"fc1.weight": (torch.arange(32).reshape(8, 4) % 4 == 0).float(),   # density 1/4
+             "fc2.weight": torch.ones(2, 8)}
+    train_pruned(net, masks, data, rescale=True, steps=1, lr=1e-300, momentum=0.0, progress=False)
+    assert torch.allclose(net.fc1.weight, w0["fc1.weight"] * masks["fc1.weight"] * 2.0)
+    assert torch.allclose(net.fc2.weight, w0["fc2.weight"])
+    with pytest.raises(ValueError, match="rescale"):
+        train_pruned(net, masks, data, rescale="yes", steps=1)

@@ -80,10 +80,16 @@ def plot_collapse_sweep(axes, records: list[dict], *, rho_max: float | None = No
     ax_d.legend(fontsize="x-small")
 
 
-def plot_accuracy_vs_compression(ax, results: list[dict], *, chance: float | None = 0.1) -> None:
-    """Test accuracy (%) vs compression (log x): mean over seeds with a min/max band, one curve per method.
+def plot_accuracy_vs_compression(ax, results: list[dict], *, chance: float | None = 0.1,
+                                 rho_max: float | None = None, dense: list[float] | None = None,
+                                 critical: dict[str, float] | None = None) -> None:
+    """Test accuracy (%) vs compression (log x): mean over seeds with a min/max band, one curve per
+    method; the axes of Tanaka et al.'s Fig. 1 when the options are given.
 
-    ``results`` holds dicts with ``method``, ``log10_compression``, ``seed``, ``test_accuracy`` (in [0, 1]).
+    ``results`` holds dicts with ``method``, ``log10_compression``, ``seed``, ``test_accuracy`` (in
+    [0, 1]). ``rho_max`` draws a dashed vertical line and ends the x axis there; ``dense`` (test
+    accuracies in [0, 1] of the unpruned network, one per seed) draws their mean as a grey line;
+    ``critical`` maps a method to its ``log10 rho_cr`` and draws an arrow there in the method's colour.
     """
     for method in dict.fromkeys(r["method"] for r in results):
         cs = sorted({r["log10_compression"] for r in results if r["method"] == method})
@@ -97,10 +103,22 @@ def plot_accuracy_vs_compression(ax, results: list[dict], *, chance: float | Non
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
     if chance is not None:
         ax.axhline(100 * chance, color="#444444", ls=":", lw=1, label="chance")
+    if dense is not None:
+        ax.axhline(100 * float(np.mean(dense)), color="#888888", ls="-", lw=1.5, label="dense")
+    if rho_max is not None:
+        ax.axvline(rho_max, color="#444444", ls="--", lw=1, label="$\\rho_{\\max}$")
+        ax.set_xlim(1.0, rho_max * 1.5)
+    for method, c in (critical or {}).items():
+        ax.annotate("", xy=(10.0 ** c, 2), xytext=(10.0 ** c, 16),
+                    arrowprops=dict(arrowstyle="-|>", color=METHOD_COLORS.get(method, "#222222"), lw=1.5))
     ax.set_xscale("log")
+    ax.set_ylim(0, 100)
     ax.set_xlabel("compression ratio $\\rho$")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize="x-small")
+    if rho_max is not None:   # the empty region between the curves' end and rho_max
+        ax.legend(fontsize="x-small", loc="center right", bbox_to_anchor=(0.9, 0.55))
+    else:
+        ax.legend(fontsize="x-small")
 
 
 def plot_method_layers(ax, records: list[dict], method: str, *, rho_max: float | None = None,

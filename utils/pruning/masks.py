@@ -248,16 +248,28 @@ def global_density(masks: Masks) -> float:
     return sum(float((m != 0).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
 
 
-def train_pruned(model: nn.Module, masks: Masks, data: Split, **train_kwargs):
+def train_pruned(model: nn.Module, masks: Masks, data: Split, *, rescale: bool = False,
+                 **train_kwargs):
     """Train ``model`` **in place** with ``masks`` applied after every step (so pruned weights stay 0).
 
-    ``masks`` follows :func:`utils.masking.check_masks`. Keyword arguments go to
-    :func:`utils.training.train`; returns its ``History``.
+    ``masks`` follows :func:`utils.masking.check_masks`. With ``rescale`` the kept initial weights
+    of each layer are first multiplied by ``1 / sqrt(d)``, ``d`` the layer's density (the
+    trainability control of the masking chapter, eq-masking-variance: it restores the variance of
+    each pre-activation when the mask is independent of the weights); an empty layer is left at 0.
+    Other keyword arguments go to :func:`utils.training.train`; returns its ``History``.
     """
     from ..training import train
 
+    if not isinstance(rescale, bool):
+        raise ValueError(f"rescale must be True or False, got {rescale!r}")
     apply_masks_(model, masks)
     params = dict(model.named_parameters())
+    if rescale:
+        with torch.no_grad():
+            for n, m in masks.items():
+                d = float((m != 0).float().mean())
+                if d > 0:
+                    params[n].mul_(1.0 / math.sqrt(d))
     pairs = [(params[n], m.to(params[n])) for n, m in masks.items()]
 
     def remask(_model, _step):
