@@ -594,4 +594,6 @@ def test_committed_benchmark_results_are_consistent():
         for m, t in r["median_s"].items():
             assert t > 0 and r["ratio"][m] == pytest.approx(t / r["median_s"]["standard"])
     for threads in sorted({r["threads"] for r in data["rows"]}):
-        assert all(len(line) <= 80 for line in bench_table(data, threads=threads).splitlines())
+        lines = bench_table(data, threads=threads).splitlines()
+        assert all(len(line) <= 79 for line in lines)
+        assert len({len(line) for line in lines}) == 1  # the columns line up

@@ -262,15 +262,9 @@ WIDE_BLOCKS = """() => [...document.querySelectorAll('article pre')]
   .filter(p => p.scrollWidth > p.clientWidth + 1)
   .map(p => p.innerText.split('\\n').reduce((a, l) => (l.length > a.length ? l : a), '').slice(0, 70))"""
 
-# chapters whose code and printed tables are not yet within the column (issue 18): listed here,
-# skipped loudly, and taken off the list as each one is shortened
-NOT_YET_WITHIN_THE_COLUMN = {"chapters/06_per_example_gradients"}
-
 
 def test_code_and_outputs_fit_the_column(toc_page, light_context):
     """At 1280 px no code cell or printed output scrolls sideways (80 characters fit)."""
-    if toc_page.docname in NOT_YET_WITHIN_THE_COLUMN:
-        pytest.skip(f"{toc_page.docname}: lines not yet shortened to the column (issue 18)")
     page, _ = open_page(light_context, toc_page.html.as_uri())
     wide = page.evaluate(WIDE_BLOCKS)
     page.close()
