@@ -66,8 +66,9 @@ def test_setup_cell_url_is_the_repository_url_in_config():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     url = config["repository"]["url"]
     setup = _source(_cells(CONVENTIONS_PAGE, "code")[0])
-    match = re.search(r'BOOK_REPO_URL = os\.environ\.get\("BOOK_REPO_URL", "([^"]+)"\)', setup)
-    assert match, "setup cell must read BOOK_REPO_URL from the environment with the book's URL as default"
+    match = re.search(r'^BOOK_URL = "([^"]+)"$', setup, re.M)
+    reads_env = 'BOOK_REPO_URL = os.environ.get("BOOK_REPO_URL", BOOK_URL)' in setup
+    assert match and reads_env, "setup cell must read BOOK_REPO_URL from the environment with the book's URL as default"
     assert match.group(1) == url
 
 
