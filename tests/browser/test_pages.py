@@ -269,3 +269,31 @@ def test_code_and_outputs_fit_the_column(toc_page, light_context):
     wide = page.evaluate(WIDE_BLOCKS)
     page.close()
     assert wide == [], f"{toc_page.docname}: blocks wider than the column, e.g. {wide[:3]}"
+
+
+FIGURES = """() => {
+  const article = document.querySelector('main') || document.body;
+  const figures = [...article.querySelectorAll('figure')].filter(f => f.querySelector('img'));
+  return {
+    loose: [...article.querySelectorAll('.cell_output img')]
+      .filter(i => !i.closest('figure') && !i.closest('.animation')).length,
+    unnumbered: figures.filter(f => !f.querySelector('figcaption .caption-number'))
+      .map(f => f.id),
+    badAlt: figures.map(f => f.querySelector('img').getAttribute('alt') || '')
+      .filter(a => a.length < 30 || /^[0-9a-f]{16,}/.test(a)).map(a => a.slice(0, 40)),
+    unreferenced: figures.map(f => f.id)
+      .filter(id => id && !document.querySelector(`a[href="#${id}"]`)),
+  };
+}"""
+
+
+def test_every_figure_is_numbered_described_and_referenced_chapter_page(toc_page, light_context):
+    """Issue 18: no loose output image; every figure has a number, alt text that says what it
+    shows (not a file hash) and a {numref} from the text."""
+    page, _ = open_page(light_context, toc_page.html.as_uri())
+    report = page.evaluate(FIGURES)
+    page.close()
+    assert report["loose"] == 0, f"{toc_page.docname}: {report['loose']} output images outside a figure"
+    assert report["unnumbered"] == [], f"{toc_page.docname}: unnumbered figures {report['unnumbered']}"
+    assert report["badAlt"] == [], f"{toc_page.docname}: alt texts that describe nothing {report['badAlt']}"
+    assert report["unreferenced"] == [], f"{toc_page.docname}: figures no text refers to {report['unreferenced']}"
