@@ -260,7 +260,7 @@ def test_page_weight_within_budget(toc_page, inspected):
 
 WIDE_BLOCKS = """() => [...document.querySelectorAll('article pre')]
   .filter(p => p.scrollWidth > p.clientWidth + 1)
-  .map(p => p.innerText.split('\\n').reduce((a, l) => (l.length > a.length ? l : a), '').slice(0, 70))"""
+  .map(p => p.textContent.split('\\n').reduce((a, l) => (l.length > a.length ? l : a), '').slice(0, 70))"""
 
 
 def test_code_and_outputs_fit_the_column(toc_page, light_context):
