@@ -71,6 +71,36 @@ INSPECT = r"""() => {
 }"""
 
 
+MOVE_PLAYERS = """() => [...document.querySelectorAll('.animation')].map(player => {
+  const img = player.querySelector('img'), slider = player.querySelector('input[type=range]');
+  if (!img || !slider) return {ok: false, why: 'no image or no slider'};
+  const before = img.src;
+  slider.value = slider.max;
+  slider.dispatchEvent(new Event('input', {bubbles: true}));
+  return {ok: img.src !== before, why: 'moving the slider did not change the frame',
+          frames: Number(slider.max) + 1};
+})"""
+
+WIDE_BLOCKS = """() => [...document.querySelectorAll('article pre')]
+  .filter(p => p.scrollWidth > p.clientWidth + 1)
+  .map(p => p.textContent.split('\\n').reduce((a, l) => (l.length > a.length ? l : a), '').slice(0, 70))"""
+
+FIGURES = """() => {
+  const article = document.querySelector('main') || document.body;
+  const figures = [...article.querySelectorAll('figure')].filter(f => f.querySelector('img'));
+  return {
+    loose: [...article.querySelectorAll('.cell_output img')]
+      .filter(i => !i.closest('figure') && !i.closest('.animation')).length,
+    unnumbered: figures.filter(f => !f.querySelector('figcaption .caption-number'))
+      .map(f => f.id),
+    badAlt: figures.map(f => f.querySelector('img').getAttribute('alt') || '')
+      .filter(a => a.length < 30 || /^[0-9a-f]{16,}/.test(a)).map(a => a.slice(0, 40)),
+    unreferenced: figures.map(f => f.id)
+      .filter(id => id && !document.querySelector(`a[href="#${id}"]`)),
+  };
+}"""
+
+
 def pytest_collection_modifyitems(config, items):
     reason = None
     if not CHROMIUM.exists():
@@ -108,9 +138,12 @@ def inspected(light_context):
         if toc_page.docname not in cache:
             page, errors = open_page(light_context, toc_page.html.as_uri())
             report = page.evaluate(INSPECT)
-            report["console_errors"] = errors
+            report["wideBlocks"] = page.evaluate(WIDE_BLOCKS)
+            report["figures"] = page.evaluate(FIGURES)
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot_path(toc_page)), full_page=True)
+            report["players"] = page.evaluate(MOVE_PLAYERS)  # last: it moves the sliders
+            report["console_errors"] = errors
             page.close()
             cache[toc_page.docname] = report
         return cache[toc_page.docname]

@@ -227,23 +227,11 @@ def test_external_links_answer():
     assert bad == [], f"broken external links: {bad}"
 
 
-MOVE_PLAYERS = """() => [...document.querySelectorAll('.animation')].map(player => {
-  const img = player.querySelector('img'), slider = player.querySelector('input[type=range]');
-  if (!img || !slider) return {ok: false, why: 'no image or no slider'};
-  const before = img.src;
-  slider.value = slider.max;
-  slider.dispatchEvent(new Event('input', {bubbles: true}));
-  return {ok: img.src !== before, why: 'moving the slider did not change the frame',
-          frames: Number(slider.max) + 1};
-})"""
-
-
-def test_animated_explorers_move_offline(toc_page, light_context):
+def test_animated_explorers_move_offline(toc_page, inspected):
     """Every explorer player (utils.widgets.animation) changes its frame when its slider moves."""
     source = toc_page.source.read_text() if toc_page.is_notebook else ""
-    page, errors = open_page(light_context, toc_page.html.as_uri())
-    players = page.evaluate(MOVE_PLAYERS)
-    page.close()
+    report = inspected(toc_page)
+    players, errors = report["players"], report["console_errors"]
     if "animation(" in source:
         assert players, f"{toc_page.docname}: animation() in the notebook, no player on the page"
     bad = [p["why"] for p in players if not p["ok"]]
@@ -258,41 +246,16 @@ def test_page_weight_within_budget(toc_page, inspected):
     assert weight <= 8 * 2**20, f"{toc_page.docname}: {weight / 2**20:.1f} MB with its images"
 
 
-WIDE_BLOCKS = """() => [...document.querySelectorAll('article pre')]
-  .filter(p => p.scrollWidth > p.clientWidth + 1)
-  .map(p => p.textContent.split('\\n').reduce((a, l) => (l.length > a.length ? l : a), '').slice(0, 70))"""
-
-
-def test_code_and_outputs_fit_the_column(toc_page, light_context):
+def test_code_and_outputs_fit_the_column(toc_page, inspected):
     """At 1280 px no code cell or printed output scrolls sideways (80 characters fit)."""
-    page, _ = open_page(light_context, toc_page.html.as_uri())
-    wide = page.evaluate(WIDE_BLOCKS)
-    page.close()
+    wide = inspected(toc_page)["wideBlocks"]
     assert wide == [], f"{toc_page.docname}: blocks wider than the column, e.g. {wide[:3]}"
 
 
-FIGURES = """() => {
-  const article = document.querySelector('main') || document.body;
-  const figures = [...article.querySelectorAll('figure')].filter(f => f.querySelector('img'));
-  return {
-    loose: [...article.querySelectorAll('.cell_output img')]
-      .filter(i => !i.closest('figure') && !i.closest('.animation')).length,
-    unnumbered: figures.filter(f => !f.querySelector('figcaption .caption-number'))
-      .map(f => f.id),
-    badAlt: figures.map(f => f.querySelector('img').getAttribute('alt') || '')
-      .filter(a => a.length < 30 || /^[0-9a-f]{16,}/.test(a)).map(a => a.slice(0, 40)),
-    unreferenced: figures.map(f => f.id)
-      .filter(id => id && !document.querySelector(`a[href="#${id}"]`)),
-  };
-}"""
-
-
-def test_every_figure_is_numbered_described_and_referenced_chapter_page(toc_page, light_context):
+def test_every_figure_is_numbered_described_and_referenced_chapter_page(toc_page, inspected):
     """Issue 18: no loose output image; every figure has a number, alt text that says what it
     shows (not a file hash) and a {numref} from the text."""
-    page, _ = open_page(light_context, toc_page.html.as_uri())
-    report = page.evaluate(FIGURES)
-    page.close()
+    report = inspected(toc_page)["figures"]
     assert report["loose"] == 0, f"{toc_page.docname}: {report['loose']} output images outside a figure"
     assert report["unnumbered"] == [], f"{toc_page.docname}: unnumbered figures {report['unnumbered']}"
     assert report["badAlt"] == [], f"{toc_page.docname}: alt texts that describe nothing {report['badAlt']}"
