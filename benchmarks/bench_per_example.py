@@ -133,13 +133,7 @@ def make_methods(model, x, y) -> dict:
         return norms_from_grads(per_example_grads(model, ce_none, x, y))
 
     def naive():
-        out = torch.empty(batch)
-        for j in range(batch):
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[j:j + 1]), y[j:j + 1]).backward()
-            out[j] = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()]))
-        return out
+        return loop_norms(model, x, y)
 
     methods = {"standard": standard, "hooks": hooks, "trick": trick, "trick_ctx": trick_ctx,
                "vmap": vmap, "naive": naive}
@@ -190,18 +184,21 @@ def make_methods(model, x, y) -> dict:
     return methods
 
 
-def float64_loop(name: str, batch: int) -> torch.Tensor:
-    """The definition, eq 9, in float64: one backward pass per example."""
-    model, x, y = setup(name, batch)
-    model = model.double()
-    x = x.double()
-    out = torch.empty(batch, dtype=torch.float64)
-    for j in range(batch):
+def loop_norms(model, x, y) -> torch.Tensor:
+    """Per-example gradient norms by one backward pass per example (eq 9), in x's dtype."""
+    out = torch.empty(len(x), dtype=x.dtype)
+    for j in range(len(x)):
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x[j:j + 1]), y[j:j + 1]).backward()
         out[j] = torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()]))
     return out
+
+
+def float64_loop(name: str, batch: int) -> torch.Tensor:
+    """The definition, eq 9, in float64: one backward pass per example."""
+    model, x, y = setup(name, batch)
+    return loop_norms(model.double(), x.double(), y)
 
 
 def check(name: str, batch: int, methods: dict) -> dict:

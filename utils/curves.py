@@ -564,6 +564,16 @@ def _draw_curves(ax_zero, ax_fwd, T, r, interpolation, color, label, dense) -> N
     ax_fwd.plot(dense, 100 * instantaneous_forward(T, r, dense, interpolation), color=color, label=label)
 
 
+def _label_curve_axes(ax_zero, ax_fwd, forward_label: str) -> None:
+    """Axis labels and legends of the two-panel zero / forward curve figures."""
+    ax_zero.set_xlabel("maturity $T$ (years)")
+    ax_zero.set_ylabel("zero rate $r(T)$ (%, cont.)")
+    ax_zero.legend(fontsize="x-small")
+    ax_fwd.set_xlabel("maturity $t$ (years)")
+    ax_fwd.set_ylabel(forward_label)
+    ax_fwd.legend(fontsize="x-small")
+
+
 def plot_bootstrap(fig, p_025: float = 97.5, p_05: float = 94.9, p_1: float = 90.0, p_15: float = 96.0,
                    p_2: float = 101.6, interpolation: str = "linear-zero") -> None:
     """Explorer: bootstrap Hull's five bonds from their prices; zero and forward curves.
@@ -588,12 +598,7 @@ def plot_bootstrap(fig, p_025: float = 97.5, p_05: float = 94.9, p_1: float = 90
         knots = np.concatenate(([0.0], T))
         ax_fwd.stairs(100 * forward_rates(T, r), knots, baseline=None, color=PALETTE[1], ls="--",
                       label="node to node")
-    ax_zero.set_xlabel("maturity $T$ (years)")
-    ax_zero.set_ylabel("zero rate $r(T)$ (%, cont.)")
-    ax_zero.legend(fontsize="x-small")
-    ax_fwd.set_xlabel("maturity $t$ (years)")
-    ax_fwd.set_ylabel("forward rate $f(0, t)$ (%, cont.)")
-    ax_fwd.legend(fontsize="x-small")
+    _label_curve_axes(ax_zero, ax_fwd, "forward rate $f(0, t)$ (%, cont.)")
 
 
 def plot_interpolation(fig, maturities=HULL_MATURITIES, zero_rates=None) -> None:
@@ -608,12 +613,7 @@ def plot_interpolation(fig, maturities=HULL_MATURITIES, zero_rates=None) -> None
     dense = np.linspace(0.0, T[-1], 801)
     for interpolation, color in zip(INTERPOLATIONS, PALETTE):
         _draw_curves(ax_zero, ax_fwd, T, r, interpolation, color, interpolation, dense)
-    ax_zero.set_xlabel("maturity $T$ (years)")
-    ax_zero.set_ylabel("zero rate $r(T)$ (%, cont.)")
-    ax_zero.legend(fontsize="x-small")
-    ax_fwd.set_xlabel("maturity $t$ (years)")
-    ax_fwd.set_ylabel("instantaneous forward $f(0, t)$ (%)")
-    ax_fwd.legend(fontsize="x-small")
+    _label_curve_axes(ax_zero, ax_fwd, "instantaneous forward $f(0, t)$ (%)")
 
 
 def shift_errors(cash_times: ArrayLike, cash_flows: ArrayLike, yield_: float, shifts_bp: ArrayLike,
