@@ -12,7 +12,7 @@ from utils.masking import (MODES, MaskedLinear, apply_masks_, check_mask, check_
                            explorer_run, gradient_only_mask, layer_masks, magnitude_mask, masked_bias_grad,
                            masked_weight_grad, masking_hooks, mean_accuracy, plot_accuracy_vs_density,
                            plot_masking_explorer, random_mask, sparsified, straight_through, summarize_sweep,
-                           sweep_table, wrap_masked, train_masked, training_curves,
+                           sweep_table, sweep_differences, differences_table, wrap_masked, train_masked, training_curves,
                            plot_training_curves)
 from utils.models import linear_layers, mlp
 from utils.training import train
@@ -364,6 +364,22 @@ def test_sweep_table_exact_rows():
     ]
     with pytest.raises(ValueError, match="no records"):
         sweep_table(_known_records(), "magnitude")
+
+
+
+def test_sweep_differences_exact_values_and_table():
+    diff = sweep_differences(_known_records())
+    assert list(diff) == [0.1]                                 # density 1 is the reference, not a row
+    assert diff[0.1]["gain"] == pytest.approx(0.82 - 0.55)      # gradient - weight
+    assert diff[0.1]["rescue"] == pytest.approx(0.71 - 0.55)    # rescaled - weight
+    assert diff[0.1]["cost"] == pytest.approx(0.82 - 0.25)      # as trained - as sparse
+    assert diff[0.1]["sparse_gap"] == pytest.approx(0.71 - 0.25)
+    assert differences_table(diff).splitlines() == [
+        " density  gradient-weight  rescaled-weight cost of sparse  sparse gap",
+        "    0.10             27.0             16.0           57.0        46.0",
+    ]
+    with pytest.raises(ValueError, match="kind='magnitude'"):
+        sweep_differences(_known_records(), "magnitude")
 
 
 def test_summarize_sweep_and_mean_accuracy_exact_values():
