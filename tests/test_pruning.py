@@ -691,8 +691,96 @@ def test_train_pruned_rescale_multiplies_kept_weights_by_inverse_sqrt_density():
     w0 = {n: p.detach().clone() for n, p in net.named_parameters()}
     masks = {"fc1.weight": (torch.arange(32).reshape(8, 4) % 4 == 0).float(),   # density 1/4
              "fc2.weight": torch.ones(2, 8)}
-    train_pruned(net, masks, data, rescale=True, steps=1, lr=1e-300, momentum=0.0, progress=False)
+    train_pruned(net, masks, data, rescale="density", steps=1, lr=1e-300, momentum=0.0, progress=False)
     assert torch.allclose(net.fc1.weight, w0["fc1.weight"] * masks["fc1.weight"] * 2.0)
     assert torch.allclose(net.fc2.weight, w0["fc2.weight"])
-    with pytest.raises(ValueError, match="rescale"):
-        train_pruned(net, masks, data, rescale="yes", steps=1)
+    for bad in ("yes", True):
+        with pytest.raises(ValueError, match="rescale must be one of"):
+            train_pruned(net, masks, data, rescale=bad, steps=1)
+
+
+# ------------------------------------------------------------------ issue 16: why GraSP trains badly at rho = 10
+
+def test_activation_scales_match_a_hand_computed_forward_pass():
+    from utils.pruning import activation_scales
+
+    torch.manual_seed(0)
+    net = mlp([4, 6, 3], bias=False, dtype=torch.float64)
+    x = torch.randn(50, 4, dtype=torch.float64)
+    masks = {"fc1.weight": (torch.arange(24).reshape(6, 4) % 2 == 0).double(), "fc2.weight": torch.ones(3, 6)}
+    w1, w2 = net.fc1.weight.detach() * masks["fc1.weight"], net.fc2.weight.detach()
+    z1 = x @ w1.T
+    z2 = torch.relu(z1) @ w2.T
+    assert activation_scales(net, masks, x) == pytest.approx([float(z1.std()), float(z2.std())], rel=1e-12)
+    assert torch.count_nonzero(net.fc1.weight) == 24                   # the model itself is not masked
+    # a mask that keeps only same-sign weights scales the signal up, one that keeps half at random less so
+    aligned = {"fc1.weight": (net.fc1.weight > 0).double(), "fc2.weight": (net.fc2.weight > 0).double()}
+    assert activation_scales(net, aligned, x.abs())[1] > activation_scales(net, masks, x.abs())[1]
+    with pytest.raises(ValueError, match="x must be a batch"):
+        activation_scales(net, masks, torch.randn(4))
+
+
+def test_rescale_to_dense_restores_every_layers_scale_whatever_the_mask():
+    from utils.data import Split
+    from utils.pruning import activation_scales, rescale_to_dense_, train_pruned
+
+    torch.manual_seed(0)
+    net = mlp([5, 8, 8, 3], dtype=torch.float64)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()                                            # non-zero biases: scaled with W
+    initial = {n: p.detach().clone() for n, p in net.state_dict().items()}
+    x = torch.randn(40, 5, dtype=torch.float64)
+    ones = {n: torch.ones_like(p) for n, p in net.named_parameters() if n.endswith("weight")}
+    dense = activation_scales(net, ones, x)
+    masks = {n: (p.detach() > 0.5).double() for n, p in net.named_parameters() if n.endswith("weight")}
+    assert activation_scales(net, masks, x) != pytest.approx(dense, rel=0.05)   # the mask moved them
+    factors = rescale_to_dense_(net, masks, x)
+    assert len(factors) == 3 and all(f > 0 for f in factors)
+    assert activation_scales(net, masks, x) == pytest.approx(dense, rel=1e-10)
+    assert torch.equal(net.fc1.weight == 0, masks["fc1.weight"] == 0)         # the mask is applied
+    # train_pruned(rescale="data") does the same on the first 256 training inputs before training
+    data = Split(x, torch.randint(0, 3, (40,)), x, torch.randint(0, 3, (40,)))
+    net2 = mlp([5, 8, 8, 3], dtype=torch.float64)
+    net2.load_state_dict(initial)                                  # the unscaled, unmasked weights
+    assert activation_scales(net2, masks, x) != pytest.approx(dense, rel=0.05)
+    train_pruned(net2, masks, data, rescale="data", steps=1, lr=1e-300, momentum=0.0, progress=False)
+    assert activation_scales(net2, masks, x) == pytest.approx(dense, rel=1e-6)
+
+
+def test_top_direction_share_is_one_for_rank_one_outputs_and_matches_svd():
+    from utils.pruning import top_direction_share
+
+    torch.manual_seed(0)
+    net = mlp([4, 6, 3], bias=False, dtype=torch.float64)
+    x = torch.randn(30, 4, dtype=torch.float64)
+    ones = {"fc1.weight": torch.ones(6, 4), "fc2.weight": torch.ones(3, 6)}
+    z1 = x @ net.fc1.weight.detach().T
+    sv2 = torch.linalg.svdvals(z1 - z1.mean(0)) ** 2
+    assert top_direction_share(net, ones, x)[0] == pytest.approx(float(sv2[0] / sv2.sum()), rel=1e-12)
+    one_input = {"fc1.weight": torch.tensor([[1.0, 0, 0, 0]] * 6), "fc2.weight": torch.ones(3, 6)}
+    assert top_direction_share(net, one_input, x)[0] == pytest.approx(1.0)    # every unit sees x_1 only
+    assert 0.2 < top_direction_share(net, ones, x)[0] < 0.9
+
+
+def test_control_and_per_layer_plots_draw_their_data():
+    import matplotlib.pyplot as plt
+    from utils.pruning import plot_controls, plot_per_layer
+
+    rows = [{"method": m, "log10_compression": 1.0, "seed": s, "test_accuracy": a}
+            for m, accs in {"snip": (0.8, 0.9), "grasp": (0.1, 0.5)}.items() for s, a in enumerate(accs)]
+    fresh = [dict(r, test_accuracy=0.7) for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2)
+    plot_controls(ax1, {"plain": rows, "fresh values": fresh}, ["snip", "grasp"], 1.0)
+    means = sorted(float(c.lines[0].get_ydata()[0]) for c in ax1.containers)
+    assert means == pytest.approx([30.0, 70.0, 70.0, 85.0])              # grasp plain, fresh x2, snip plain
+    with pytest.raises(ValueError, match="no result for 'magnitude'"):
+        plot_controls(ax1, {"plain": rows}, ["magnitude"], 1.0)
+    plot_per_layer(ax2, {"grasp": [[1.0, 4.0], [1.0, 16.0]]}, ylabel="std", log=True)
+    assert list(ax2.lines[0].get_ydata()) == pytest.approx([1.0, 8.0])    # geometric mean over seeds
+    assert ax2.get_yscale() == "log"
+    plot_per_layer(ax2, {"snip": [[0.2, 0.4], [0.4, 0.6]]}, ylabel="share")
+    assert list(ax2.lines[1].get_ydata()) == pytest.approx([0.3, 0.5])    # arithmetic mean
+    with pytest.raises(ValueError, match="> 0"):
+        plot_per_layer(ax2, {"grasp": [[0.0, 1.0]]}, ylabel="std", log=True)
+    plt.close(fig)

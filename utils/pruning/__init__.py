@@ -24,9 +24,10 @@ from ..models import (PRUNABLE_TYPES, digits_convnet, kaiming_init, prunable_lay
 from .collapse import (CRITERIA, critical_compression, find_critical, is_collapsed, max_compression,
                        path_count, sweep)
 from .compare import canonical_masks, jaccard, mask_agreement
-from .figures import (METHOD_COLORS, plot_accuracy_vs_compression, plot_collapse_sweep, plot_layer_profile,
-                      plot_method_layers)
-from .masks import SCHEDULES, global_density, layer_density, prune, select_masks, train_pruned
+from .figures import (METHOD_COLORS, plot_accuracy_vs_compression, plot_collapse_sweep,
+                      plot_controls, plot_layer_profile, plot_method_layers, plot_per_layer)
+from .masks import (RESCALES, SCHEDULES, activation_scales, global_density, layer_density, prune,
+                    rescale_to_dense_, select_masks, top_direction_share, train_pruned)
 from .scores import (GRASP_TEMPERATURE, METHODS, SCORERS, grasp_scores, magnitude_scores, random_scores, score,
                      snip_scores, synflow_objective, synflow_score_formula, synflow_scores)
 
@@ -36,7 +37,8 @@ __all__ = [
     "grasp_scores", "synflow_scores", "synflow_objective", "synflow_score_formula",
     # masks
     "Masks", "check_masks", "apply_masks_", "SCHEDULES", "select_masks", "prune", "layer_density",
-    "global_density", "train_pruned",
+    "global_density", "RESCALES", "train_pruned", "activation_scales",
+    "top_direction_share", "rescale_to_dense_",
     # collapse
     "CRITERIA", "path_count", "is_collapsed", "max_compression", "sweep", "critical_compression",
     "find_critical",
@@ -44,7 +46,7 @@ __all__ = [
     "canonical_masks", "jaccard", "mask_agreement",
     # figures
     "METHOD_COLORS", "plot_layer_profile", "plot_collapse_sweep", "plot_method_layers",
-    "plot_accuracy_vs_compression",
+    "plot_accuracy_vs_compression", "plot_controls", "plot_per_layer",
     # models (re-exported from utils.models)
     "PRUNABLE_TYPES", "prunable_layers", "prunable_names", "zero_biases", "kaiming_init", "digits_convnet",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 from ..plotting import PALETTE
 
 __all__ = ["METHOD_COLORS", "plot_layer_profile", "plot_collapse_sweep", "plot_method_layers",
-           "plot_accuracy_vs_compression"]
+           "plot_accuracy_vs_compression", "plot_controls", "plot_per_layer"]
 
 METHOD_COLORS = {"random": PALETTE[7], "magnitude": PALETTE[2], "snip": PALETTE[4], "grasp": PALETTE[3],
                  "synflow": PALETTE[0], "synflow-1shot": PALETTE[5]}
@@ -82,9 +82,10 @@ def plot_collapse_sweep(axes, records: list[dict], *, rho_max: float | None = No
 
 def plot_accuracy_vs_compression(ax, results: list[dict], *, chance: float | None = 0.1,
                                  rho_max: float | None = None, dense: list[float] | None = None,
-                                 critical: dict[str, float] | None = None) -> None:
+                                 critical: dict[str, float] | None = None, legend: bool = True) -> None:
     """Test accuracy (%) vs compression (log x): mean over seeds with a min/max band, one curve per
-    method; the axes of Tanaka et al.'s Fig. 1 when the options are given.
+    method; the axes of Tanaka et al.'s Fig. 1 when the options are given. ``legend=False`` leaves
+    the legend to the caller (e.g. one legend below several panels).
 
     ``results`` holds dicts with ``method``, ``log10_compression``, ``seed``, ``test_accuracy`` (in
     [0, 1]). ``rho_max`` draws a dashed vertical line and ends the x axis there; ``dense`` (test
@@ -115,9 +116,7 @@ def plot_accuracy_vs_compression(ax, results: list[dict], *, chance: float | Non
     ax.set_ylim(0, 100)
     ax.set_xlabel("compression ratio $\\rho$")
     ax.set_ylabel("test accuracy (%)")
-    if rho_max is not None:   # the empty region between the curves' end and rho_max
-        ax.legend(fontsize="x-small", loc="center right", bbox_to_anchor=(0.9, 0.55))
-    else:
+    if legend:
         ax.legend(fontsize="x-small")
 
 
@@ -150,3 +149,52 @@ def plot_method_layers(ax, records: list[dict], method: str, *, rho_max: float |
     ax.set_title(method, fontsize="small")
     ax.set_xlabel("compression ratio $\\rho$")
     ax.set_ylabel("fraction of weights left")
+
+
+CONTROL_MARKERS = "os^D"
+
+
+def plot_controls(ax, groups: dict[str, list[dict]], methods: list[str], log10_compression: float) -> None:
+    """Test accuracy (%) of each method at one compression under several training conditions: one
+    marker per entry of ``groups`` (label -> results as for :func:`plot_accuracy_vs_compression`),
+    side by side per method, mean over seeds with min/max bars."""
+    if not 1 <= len(groups) <= len(CONTROL_MARKERS):
+        raise ValueError(f"groups must have 1 to {len(CONTROL_MARKERS)} entries, got {len(groups)}")
+    width = 0.6 / len(groups)
+    for j, (label, rows) in enumerate(groups.items()):
+        for i, method in enumerate(methods):
+            acc = [100 * r["test_accuracy"] for r in rows
+                   if r["method"] == method and r["log10_compression"] == log10_compression]
+            if not acc:
+                raise ValueError(f"groups[{label!r}] has no result for {method!r} at 10^{log10_compression}")
+            mean = float(np.mean(acc))
+            ax.errorbar(i + width * (j - (len(groups) - 1) / 2), mean,
+                        yerr=[[max(0.0, mean - min(acc))], [max(0.0, max(acc) - mean)]], fmt=CONTROL_MARKERS[j], capsize=3,
+                        color=METHOD_COLORS.get(method, "#222222"), mfc=None if j == 0 else "white",
+                        label=label if i == 0 else None)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize="x-small", loc="lower left")
+
+
+def plot_per_layer(ax, values: dict[str, list[list[float]]], *, ylabel: str, log: bool = False) -> None:
+    """A per-layer statistic against the layer, one line per method: ``values`` maps a method to one
+    list per seed (e.g. of :func:`utils.pruning.top_direction_share`); the line is the mean over
+    seeds (geometric with ``log``, on a log y axis), the band spans min to max."""
+    for method, per_seed in values.items():
+        a = np.asarray(per_seed, dtype=float)
+        if a.ndim != 2 or not np.isfinite(a).all() or (log and not (a > 0).all()):
+            raise ValueError(f"values[{method!r}] must be a list of per-layer lists of finite numbers"
+                             + (" > 0 (log axis)" if log else ""))
+        layers = np.arange(1, a.shape[1] + 1)
+        color = METHOD_COLORS.get(method, "#888888")
+        mean = np.exp(np.log(a).mean(0)) if log else a.mean(0)
+        ax.plot(layers, mean, "o-", ms=3, color=color, label=method)
+        ax.fill_between(layers, a.min(0), a.max(0), color=color, alpha=0.2, lw=0)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xticks(layers)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))  # off the data

@@ -26,7 +26,8 @@ from ..masking import Masks, apply_masks_, check_masks
 from ..models import prunable_layers
 from .scores import Data, SynFlowScorer, as_batch, check_int, check_method, random_scores, score
 
-__all__ = ["SCHEDULES", "select_masks", "prune", "layer_density", "global_density", "train_pruned"]
+__all__ = ["SCHEDULES", "select_masks", "prune", "layer_density", "global_density", "RESCALES",
+           "train_pruned", "activation_scales", "top_direction_share", "rescale_to_dense_"]
 
 SCHEDULES = ("exponential", "linear")
 
@@ -248,23 +249,34 @@ def global_density(masks: Masks) -> float:
     return sum(float((m != 0).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
 
 
-def train_pruned(model: nn.Module, masks: Masks, data: Split, *, rescale: bool = False,
+RESCALES = (False, "density", "data")
+
+
+def train_pruned(model: nn.Module, masks: Masks, data: Split, *, rescale: bool | str = False,
                  **train_kwargs):
     """Train ``model`` **in place** with ``masks`` applied after every step (so pruned weights stay 0).
 
-    ``masks`` follows :func:`utils.masking.check_masks`. With ``rescale`` the kept initial weights
-    of each layer are first multiplied by ``1 / sqrt(d)``, ``d`` the layer's density (the
-    trainability control of the masking chapter, eq-masking-variance: it restores the variance of
-    each pre-activation when the mask is independent of the weights); an empty layer is left at 0.
+    ``masks`` follows :func:`utils.masking.check_masks`. ``rescale`` chooses a trainability control
+    applied to the masked initial weights before training:
+
+    - ``False``: none;
+    - ``"density"``: the kept weights of each layer are multiplied by ``1 / sqrt(d)``, ``d`` the
+      layer's density (the masking chapter's control, eq-masking-variance: it restores the variance
+      of each pre-activation when the mask is independent of the weights); an empty layer stays 0;
+    - ``"data"``: :func:`rescale_to_dense_` on the first 256 training inputs, which restores the dense
+      network's pre-activation scale at every layer whatever the mask.
+
     Other keyword arguments go to :func:`utils.training.train`; returns its ``History``.
     """
     from ..training import train
 
-    if not isinstance(rescale, bool):
-        raise ValueError(f"rescale must be True or False, got {rescale!r}")
+    if isinstance(rescale, bool) and rescale or rescale not in RESCALES:
+        raise ValueError(f"rescale must be one of {RESCALES}, got {rescale!r}")
+    if rescale == "data":   # before masking: it measures the dense scale first
+        rescale_to_dense_(model, masks, data.x_train[:256])
     apply_masks_(model, masks)
     params = dict(model.named_parameters())
-    if rescale:
+    if rescale == "density":
         with torch.no_grad():
             for n, m in masks.items():
                 d = float((m != 0).float().mean())
@@ -278,3 +290,75 @@ def train_pruned(model: nn.Module, masks: Masks, data: Split, *, rescale: bool =
                 p.mul_(m)
 
     return train(model, data, after_step=remask, **train_kwargs)
+
+
+def _layer_outputs(model: nn.Module, masks: Masks, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output of every prunable layer of a masked copy of ``model`` on ``x``, in module order."""
+    import copy
+
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) < 2:
+        raise ValueError(f"x must be a batch of at least 2 inputs (a tensor with ndim >= 2), got "
+                         f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}")
+    net = apply_masks_(copy.deepcopy(model), check_masks(masks))
+    outputs = []
+    hooks = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach()))
+             for _, layer in prunable_layers(net)]
+    try:
+        with torch.no_grad():
+            net(x.to(next(net.parameters()).dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs
+
+
+def activation_scales(model: nn.Module, masks: Masks, x: torch.Tensor) -> list[float]:
+    """The standard deviation of each prunable layer's output (its pre-activations) on the inputs
+    ``x``, with ``masks`` applied to a copy of ``model`` (the model itself is not changed).
+
+    The masking chapter's variance argument (eq-masking-variance) predicts the dense network's
+    scale times ``sqrt(d)`` per layer for a mask independent of the weights; a mask that selects
+    weights by their values can move it far from that. One float per prunable layer, in module order.
+    """
+    return [float(out.std()) for out in _layer_outputs(model, masks, x)]
+
+
+def top_direction_share(model: nn.Module, masks: Masks, x: torch.Tensor) -> list[float]:
+    """For each prunable layer of the masked ``model``: the share of the variance of its outputs on
+    ``x`` that lies along their first principal direction, ``s_1^2 / sum_i s_i^2`` with ``s_i`` the
+    singular values of the centred ``(batch, units)`` output matrix (channels and positions flattened
+    for a convolution). Near 1: the layer sends every input along nearly the same direction."""
+    shares = []
+    for out in _layer_outputs(model, masks, x):
+        centred = out.flatten(1) - out.flatten(1).mean(0)
+        sv2 = torch.linalg.svdvals(centred) ** 2
+        shares.append(float(sv2[0] / sv2.sum()) if sv2.sum() > 0 else float("nan"))
+    return shares
+
+
+def rescale_to_dense_(model: nn.Module, masks: Masks, x: torch.Tensor) -> list[float]:
+    """Give the masked ``model`` the dense model's pre-activation scale on ``x``, **in place**.
+
+    Layer by layer in forward order, the masked layer's weight and bias are multiplied by
+    ``s_dense / s_masked``, the ratios of the standard deviations of that layer's output on ``x``
+    (:func:`activation_scales`) in the unmasked ``model`` and in the masked one with the upstream
+    layers already rescaled. Since ``z = W h + b`` scales exactly with ``(W, b)``, every layer then
+    matches the dense scale. This is the data-dependent version of the ``1 / sqrt(d)`` control
+    (eq-masking-variance), with no assumption about how the mask was chosen; the idea of fixing the
+    scale of each layer on a batch is LSUV (Mishkin & Matas 2016). Returns the factors. A layer
+    whose masked output is constant is left as it is (factor 1).
+    """
+    dense = activation_scales(model, {n: torch.ones_like(m) for n, m in check_masks(masks).items()}, x)
+    apply_masks_(model, masks)
+    layers = [layer for _, layer in prunable_layers(model)]
+    ones = {n: torch.ones_like(m) for n, m in masks.items()}
+    factors = []
+    for i, layer in enumerate(layers):
+        masked = activation_scales(model, ones, x)[i]
+        factor = dense[i] / masked if masked > 0 else 1.0
+        with torch.no_grad():
+            layer.weight.mul_(factor)
+            if layer.bias is not None:
+                layer.bias.mul_(factor)
+        factors.append(factor)
+    return factors
