@@ -48,6 +48,14 @@ def test_committed_without_outputs_or_execution_counts(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_cell_has_a_unique_id(path):
+    """nbformat 4.5 cell ids: without them every execution warns (and future nbformat fails)."""
+    ids = [cell.get("id") for cell in json.loads(path.read_text())["cells"]]
+    assert None not in ids, f"{path.name}: cell {ids.index(None)} has no id"
+    assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_first_code_cell_is_the_shared_setup_cell(path):
     setup = _cells(CONVENTIONS_PAGE, "code")[0]
     first = _cells(path, "code")[0]
