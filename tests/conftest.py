@@ -28,3 +28,19 @@ def _close_figures():
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def draws_labelled_axes():
+    """Check that an explorer panel ``plot_fn(fig, **params)`` draws ``n_axes`` axes, each labelled."""
+    import matplotlib.pyplot as plt
+
+    def check(plot_fn, params, n_axes=2):
+        fig = plt.figure()
+        plot_fn(fig, **params)
+        axes = fig.get_axes()
+        assert len(axes) == n_axes, f"{plot_fn.__name__}: {len(axes)} axes, expected {n_axes}"
+        assert all(ax.get_xlabel() and ax.get_ylabel() for ax in axes), f"{plot_fn.__name__}: unlabelled axis"
+        plt.close(fig)
+
+    return check

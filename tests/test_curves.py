@@ -304,14 +304,8 @@ def test_dates_must_be_dates():
     (curves.plot_shift_errors, {}),
     (curves.plot_shift_errors, {"maturity": 3.0, "coupon_rate": 0.10, "yield_": 0.12, "compounding": "continuous"}),
 ])
-def test_plot_functions_draw_labelled_axes(plot_fn, params):
-    matplotlib.use("Agg")
-    fig = plt.figure()
-    plot_fn(fig, **params)
-    axes = fig.get_axes()
-    assert len(axes) == 2
-    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in axes)
-    plt.close(fig)
+def test_plot_functions_draw_labelled_axes(plot_fn, params, draws_labelled_axes):
+    draws_labelled_axes(plot_fn, params)
 
 
 def test_bootstrap_explorer_reports_inconsistent_prices():

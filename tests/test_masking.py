@@ -366,7 +366,6 @@ def test_sweep_table_exact_rows():
         sweep_table(_known_records(), "magnitude")
 
 
-
 def test_sweep_differences_exact_values_and_table():
     diff = sweep_differences(_known_records())
     assert list(diff) == [0.1]                                 # density 1 is the reference, not a row

@@ -215,14 +215,8 @@ def test_callable_where_a_number_is_needed_is_a_type_error():
     (rates.plot_replication, {"r": 0.05, "T": 5.0, "market_price": 0.70}),
     (rates.plot_replication, {"r": 0.05, "T": 5.0, "market_price": 0.80}),
 ])
-def test_plot_functions_draw_labelled_axes(plot_fn, params):
-    matplotlib.use("Agg")
-    fig = plt.figure()
-    plot_fn(fig, **params)
-    axes = fig.get_axes()
-    assert len(axes) == 2
-    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in axes)
-    plt.close(fig)
+def test_plot_functions_draw_labelled_axes(plot_fn, params, draws_labelled_axes):
+    draws_labelled_axes(plot_fn, params)
 
 
 def test_replication_plot_reports_locked_in_profit():
