@@ -12,8 +12,8 @@ per-example norms ``||dL^(j)/dtheta||``:
 * ``hooks``: the same step with the book's ``NormTracker`` attached but no norm read (the fixed
   cost of the hooks alone);
 * ``trick``: one ``NormTracker`` built once and attached around each step (``with tracker:``,
-  which registers and removes its hooks, so the other methods on the same model run without
-  them), the ordinary step, then ``tracker.norms()``;
+  which puts its recorders in front of the layers' ``forward`` and takes them out again, so the
+  other methods on the same model run without them), the ordinary step, then ``tracker.norms()``;
 * ``trick_ctx``: the same inside ``with track_norms(model, "mean")``, which also builds the tracker
   (finds the layers) every step;
 * ``backpack``: BackPACK's ``BatchL2Grad`` {cite}`dangel2020backpack` (mean loss: its
@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import json
 import os
 import platform
@@ -71,6 +72,7 @@ import torch.nn.functional as F  # noqa: E402
 from utils.models import mlp  # noqa: E402
 from utils.per_example import NormTracker, norms_from_grads, per_example_grads, track_norms  # noqa: E402
 from utils.pruning import digits_convnet  # noqa: E402
+from utils.results import current_commit  # noqa: E402
 
 MODELS = {"small": "MLP 784-300-100-10", "large": "MLP 784-1000-1000-10",
           "conv": "digits conv net (3 conv 3x3 + linear)"}
@@ -370,6 +372,8 @@ def main() -> None:
         args.rounds, args.no_memory, args.save, args.slow_every = 10, True, False, 5
     load_before = os.getloadavg()
     started = time.time()
+    args.commit = current_commit()      # before --save rewrites a tracked file of this tree
+    args.started = _utc_now()
     print(f"{versions()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"float32, {args.rounds} interleaved rounds, slow methods every {args.slow_every}; "
           f"load average {load_before[0]:.2f}")
@@ -416,11 +420,17 @@ def save(args, rows: list[dict], load_before: tuple, complete: bool) -> Path:
     from utils.results import save_results
     command = "python benchmarks/bench_per_example.py " + " ".join(sys.argv[1:])
     data = {"rows": rows, **summary(rows), "versions": versions(), "complete": complete,
+            "started": args.started, "written": _utc_now(),
             "rounds": args.rounds, "slow_every": args.slow_every,
             "slow_threads": args.slow_threads, "tolerance_vs_vmap": TOL,
             "load_average_1min": [load_before[0], os.getloadavg()[0]],
             "cpu": platform.processor() or platform.machine(), "models": MODELS}
-    return save_results("per_example_bench", data, command=command.strip(), seeds=[args.seed])
+    return save_results("per_example_bench", data, command=command.strip(), seeds=[args.seed],
+                        commit=args.commit)
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,11 @@ def ce(output, target):
     return F.cross_entropy(output, target, reduction="none")
 
 
+def untracked(model):
+    """No tracker left anything on the model: no instance forward, no module hooks."""
+    return all("forward" not in vars(m) and not m._forward_hooks for m in model.modules())
+
+
 def naive_norms(model, loss_fn, x, y, per_layer=False):
     """One backward pass per example: the definition, eq 9."""
     rows = []
@@ -160,7 +165,7 @@ def test_per_example_norms_leave_grad_untouched_and_work_under_no_grad():
     with torch.no_grad():
         norms = per_example_grad_norms(model, ce, x, y)
     assert all(p.grad is None for p in model.parameters())
-    assert not norms.requires_grad and not model.fc1._forward_hooks
+    assert not norms.requires_grad and untracked(model)
 
 
 def test_frozen_layers_are_excluded_and_frozen_bias_counts_only_weight():
@@ -358,7 +363,7 @@ def test_track_norms_in_an_ordinary_step(reduction):
             model(x[:2])                                    # evaluation inside the block is ignored
         loss = F.cross_entropy(model(x), y, reduction=reduction)
         loss.backward()
-    assert not any(m._forward_hooks for m in model.modules())   # hooks removed on exit
+    assert untracked(model)                                 # recorders removed on exit
     ordinary = model[0].weight.grad.clone()
     assert tracker.layer_names == ["0", "2"]
     assert torch.allclose(tracker.norms(), per_example_grad_norms(model, ce, x, y), rtol=1e-10)
@@ -395,6 +400,73 @@ def test_track_norms_reset_reuses_tracker():
         tracker.reset()
         ce(model(x[:3]), y[:3]).sum().backward()
         assert tracker.norms().shape == (3,)
+
+
+def test_tracker_keeps_the_fast_call_path_and_restores_forward():
+    model = mlp([4, 3, 2], dtype=torch.float64)
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long)
+    with track_norms(model) as tracker:
+        assert tracker.attached and "forward" in vars(model.fc1)
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+        ce(model(x), y).sum().backward()
+    assert not tracker.attached and untracked(model)
+    assert torch.allclose(tracker.norms(), naive_norms(model, ce, x, y), rtol=1e-10)
+    with track_norms(model) as tracker:                 # keyword input, as nn.Linear names it
+        ce(model.fc2(torch.relu(model.fc1(input=x))), y).sum().backward()
+    assert torch.allclose(tracker.norms(), naive_norms(model, ce, x, y), rtol=1e-10)
+
+
+def test_tracker_chains_with_other_forward_wrappers():
+    model = mlp([4, 3, 2], dtype=torch.float64)
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long)
+    calls = []
+    plain = model.fc1.forward
+
+    def counted(h):                                     # someone's wrapper set before the tracker
+        calls.append("before")
+        return plain(h)
+
+    model.fc1.forward = counted
+    with track_norms(model) as tracker:
+        ce(model(x), y).sum().backward()
+    assert calls == ["before"] and vars(model.fc1)["forward"] is counted   # put back, not removed
+    assert torch.allclose(tracker.norms(), naive_norms(model, ce, x, y), rtol=1e-10)
+    del model.fc1.forward
+    tracker = NormTracker(model).attach()
+    recorder = model.fc1.forward
+
+    def on_top(h):                                      # a wrapper set while the tracker is on
+        calls.append("after")
+        return recorder(h)
+
+    model.fc1.forward = on_top
+    tracker.detach()
+    assert vars(model.fc1)["forward"] is on_top         # left in place, the recorder inert
+    tracker.reset()
+    out = model(x)
+    assert calls[-1] == "after" and torch.allclose(out, model.fc2(torch.relu(plain(x))))
+    with pytest.raises(RuntimeError, match="not called"):
+        tracker.norms()
+
+
+def test_deep_copy_of_a_tracked_model_is_a_plain_model():
+    import copy
+
+    model = mlp([4, 3, 2], dtype=torch.float64)
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long)
+    with track_norms(model) as tracker:
+        twin = copy.deepcopy(model)
+        twin.fc1.weight.data.mul_(2.0)                  # the copy owns its weights ...
+        ce(twin(x), y).sum().backward()                 # ... and does not feed the tracker
+        with pytest.raises(RuntimeError, match="not called"):
+            tracker.norms()
+        ce(model(x), y).sum().backward()
+    assert untracked(model)
+    for layer in (twin.fc1, twin.fc2):                  # the plain forward, bound to the copy
+        assert layer.forward.__self__ is layer and layer.forward.__func__ is nn.Linear.forward
+    assert torch.allclose(twin(x), model.fc2(torch.relu(F.linear(x, 2 * model.fc1.weight,
+                                                                 model.fc1.bias))))
+    assert torch.allclose(tracker.norms(), naive_norms(model, ce, x, y), rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------- references, plot
@@ -483,7 +555,7 @@ def test_persistent_tracker_over_several_steps(reduction):
         opt.step()
     assert torch.allclose(tracker.norms(), norms)            # a second read: same step
     tracker.detach()
-    assert not any(m._forward_hooks for m in model.modules())
+    assert untracked(model)
     with NormTracker(model) as t2:                           # the with-statement form
         ce(model(x), y).sum().backward()
     assert torch.allclose(t2.norms(), naive_norms(model, ce, x, y), rtol=1e-10)

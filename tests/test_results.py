@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.results import load_results, provenance_text, results_dir, save_results
+from utils.results import current_commit, load_results, provenance_text, results_dir, save_results
 
 
 def test_round_trip_with_provenance(tmp_path):
@@ -21,6 +21,16 @@ def test_round_trip_with_provenance(tmp_path):
     flat = " ".join(text.split())
     assert "python bench.py" in flat and "demo.json" in flat and "[0, 1, 2]" in flat
     assert max(len(line) for line in text.splitlines()) <= 76
+
+
+def test_commit_recorded_now_or_as_given(tmp_path):
+    save_results("now", {}, command="c", root=tmp_path)
+    assert load_results("now", root=tmp_path)["provenance"]["commit"] == current_commit()
+    save_results("then", {}, command="c", root=tmp_path, commit="03432f2")
+    assert load_results("then", root=tmp_path)["provenance"]["commit"] == "03432f2"
+    for bad in ("", "HEAD", "03432f2 ", "xyz1234", 3):
+        with pytest.raises(ValueError, match="commit"):
+            save_results("bad", {}, command="c", root=tmp_path, commit=bad)
 
 
 @pytest.mark.parametrize("name", ["", "Bad", "a/b", "../x", 3])

@@ -5,9 +5,10 @@ Chapter ``chapters/06_per_example_gradients.ipynb``; notes section 4.1, eqs 8-10
 For a linear layer ``z = W h`` (the bias is an extra column of ``W`` with a 1 appended to ``h``,
 notes eq 8) the gradient of example ``j``'s loss is the rank-one matrix ``zbar_j h_j^T``, so its
 squared Frobenius norm (notes eq 9) is ``||zbar_j||^2 ||h_j||^2`` (notes eq 10, the book's
-``eq-pex-trick``). ``H`` is kept by a forward hook and ``Zbar = dC/dZ`` is what an ordinary backward
-pass of ``C = sum_j L^(j)`` computes anyway, so every per-example norm costs ``O(B (d + p))``
-extra work per layer instead of the ``B x P`` numbers of the materialised per-example gradients.
+``eq-pex-trick``). ``H`` is kept by a recorder in front of the layer's ``forward`` and
+``Zbar = dC/dZ`` is what an ordinary backward pass of ``C = sum_j L^(j)`` computes anyway, so every
+per-example norm costs ``O(B (d + p))`` extra work per layer instead of the ``B x P`` numbers of
+the materialised per-example gradients.
 
 When a layer's weights are shared over positions (an input of shape ``(B, T, d)``, an
 ``nn.Conv2d``, whose patches are the positions (``eq-pex-conv``), a layer called twice) the
@@ -20,10 +21,11 @@ Public API
 ----------
 * :func:`per_example_grad_norms`: ``(B,)`` (or ``(B, n_layers)``) norms for a batch, no side
   effects on ``.grad``.
-* :class:`NormTracker`: the capture engine (forward hooks keep ``H``, tensor hooks keep
-  ``Zbar``). Per step via :func:`track_norms`, or attached once across steps
-  (``attach`` / ``detach`` / ``with tracker:``); ``norms``, ``sq_norms`` and ``captured`` (every
-  layer's ``(H, Zbar)`` in the sum convention, as :class:`Captured`, for clipping).
+* :class:`NormTracker`: the capture engine (a recorder in front of each layer's ``forward``
+  keeps ``H``, tensor hooks keep ``Zbar``). Per step via :func:`track_norms`, or attached once
+  across steps (``attach`` / ``detach`` / ``with tracker:``); ``norms``, ``sq_norms`` and
+  ``captured`` (every layer's ``(H, Zbar)`` in the sum convention, as :class:`Captured`, for
+  clipping).
 * :func:`track_norms`: context manager; the ordinary ``loss.backward()`` of a training step also
   yields the per-example norms.
 * :func:`per_example_grads`: the materialised per-example gradients via ``torch.func`` (reference
@@ -40,6 +42,7 @@ Public API
 
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -325,7 +328,7 @@ class Captured(NamedTuple):
 
 
 class NormTracker:
-    """Collects ``H`` (forward hooks) and ``Zbar`` (hooks on the layer outputs) during ordinary steps.
+    """Collects ``H`` (layer inputs) and ``Zbar`` (hooks on the layer outputs) during ordinary steps.
 
     Covers the layers of :func:`trainable_layers` (``nn.Linear``, ``nn.Conv2d``). Two ways to use it:
 
@@ -333,7 +336,7 @@ class NormTracker:
     * across steps: ``tracker = NormTracker(model, "mean").attach()`` once, then every step runs
       its ordinary forward and ``backward()`` and reads :meth:`norms`; the first tracked forward
       pass after :meth:`norms` (or :meth:`captured`) was read starts a new step, so nothing is
-      rebuilt per step. :meth:`detach` (or leaving a ``with tracker:`` block) removes the hooks.
+      rebuilt per step. :meth:`detach` (or leaving a ``with tracker:`` block) takes it out again.
 
     ``reduction`` says how the backpropagated loss was reduced over the batch (``"sum"``, the
     notes' ``C = sum_j L^(j)``, or ``"mean"``); the norms are those of ``dL^(j)/dtheta`` either
@@ -357,22 +360,28 @@ class NormTracker:
         self.reduction = reduction
         self.layer_names = [name for name, _ in self._layers]
         self._calls: dict[str, list[list]] = {name: [] for name in self.layer_names}
-        self._handles: list = []
+        self._recorders: list[_InputRecorder] = []
         self._read = False              # set when the norms of the recorded step were read
 
-    # hooks ------------------------------------------------------------------------------------
+    # capture ----------------------------------------------------------------------------------
     def attach(self) -> "NormTracker":
-        """Register the forward hooks (idempotent); returns the tracker."""
-        if not self._handles:
-            self._handles = [layer.register_forward_hook(self._forward_hook(name))
-                             for name, layer in self._layers]
+        """Put a recorder in front of every tracked layer's ``forward`` (idempotent); returns self.
+
+        The recorder (:class:`_InputRecorder`) is set as the layer's instance attribute
+        ``forward``, not registered as a module forward hook: a module without hooks keeps
+        ``nn.Module``'s fast call path, which is most of the fixed cost of tracking a small model
+        (``benchmarks/bench_per_example.py``, the "hooks only" row).
+        """
+        if not self._recorders:
+            self._recorders = [_InputRecorder(self, layer, self._calls[name])
+                               for name, layer in self._layers]
         return self
 
     def detach(self) -> None:
-        """Remove the hooks; the records of the last step stay readable."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        """Take the recorders out again; the records of the last step stay readable."""
+        for recorder in self._recorders:
+            recorder.remove()
+        self._recorders = []
 
     _attach, _detach = attach, detach          # the names used before the engine was public
 
@@ -382,18 +391,25 @@ class NormTracker:
     def __exit__(self, *exc) -> None:
         self.detach()
 
-    def _forward_hook(self, name: str):
-        calls = self._calls[name]
+    @property
+    def attached(self) -> bool:
+        """Whether the recorders are in place (between :meth:`attach` and :meth:`detach`)."""
+        return bool(self._recorders)
 
-        def hook(module, inputs, output):
-            if not output.requires_grad:       # evaluation under no_grad: nothing to track
-                return
-            if self._read:                     # the previous step was read: a new step begins
-                self.reset()
-            record = [inputs[0].detach(), None]    # H of this call; Zbar arrives in backward
-            calls.append(record)
-            output.register_hook(partial(_keep_zbar, record))
-        return hook
+    def _record(self, calls: list[list], h: torch.Tensor, output: torch.Tensor) -> None:
+        """One tracked call: keep ``H`` now, ``Zbar`` when the backward pass reaches ``output``.
+
+        ``Zbar`` is the gradient flowing into the autograd node that made ``output``, caught by a
+        pre-hook on that node: it is the gradient of the layer's own output even when a later
+        in-place operation (``ReLU(inplace=True)``) rewrites the tensor.
+        """
+        if not (isinstance(output, torch.Tensor) and output.requires_grad):
+            return                             # evaluation under no_grad: nothing to track
+        if self._read:                         # the previous step was read: a new step begins
+            self.reset()
+        record = [h.detach(), None]
+        calls.append(record)
+        output.grad_fn.register_prehook(partial(_keep_zbar, record, output.output_nr))
 
     def reset(self) -> None:
         """Forget what was recorded (happens by itself at the first forward after a read)."""
@@ -459,15 +475,16 @@ class NormTracker:
 
         Returns ``B`` and, per layer, the ``(B,)`` columns whose squares add up to its squared
         norms (``eq-pex-trick`` split as ``||zbar_j||^2 ||h_j||^2 + ||zbar_j||^2``, weight and
-        bias): ``||zbar_j|| ||h_j||`` and ``||zbar_j||``. ``None`` when another form is needed.
+        bias): ``||zbar_j|| ||h_j||`` and ``||zbar_j||``. ``None`` when another form is needed,
+        or when a record is incomplete (the general path then says what is wrong).
         """
         factors, batch = [], None
         for name, layer in self._layers:
-            records = self._records(name)
+            records = self._calls[name]
             if len(records) != 1 or type(layer) is not nn.Linear:
                 return None
             h, zbar = records[0]
-            if h.ndim != 2:
+            if zbar is None or h.ndim != 2:
                 return None
             if batch is None:
                 batch = h.shape[0]
@@ -546,8 +563,45 @@ class NormTracker:
             return total.mul_(batch) if self.reduction == "mean" else total
 
 
-def _keep_zbar(record: list, grad: torch.Tensor) -> None:
-    record[1] = grad
+def _keep_zbar(record: list, index: int, grads: tuple[torch.Tensor, ...]) -> None:
+    record[1] = grads[index]
+
+
+class _InputRecorder:
+    """Stands in for one layer's ``forward`` while a :class:`NormTracker` is attached.
+
+    Calls the forward it replaced (the class's, or a wrapper set before it) and hands the
+    layer's input ``H`` and output to the tracker. :meth:`remove` puts the replaced forward
+    back; if something was set on top of the recorder meanwhile, the recorder stays in that
+    chain but only passes calls through. A deep copy of a tracked model gets the plain
+    forward, not a recorder feeding this tracker.
+    """
+
+    __slots__ = ("tracker", "layer", "calls", "inner", "own", "active")
+
+    def __init__(self, tracker: NormTracker, layer: nn.Module, calls: list[list]):
+        self.tracker, self.layer, self.calls, self.active = tracker, layer, calls, True
+        self.own = vars(layer).get("forward")        # an instance forward set before us, if any
+        self.inner = layer.forward
+        object.__setattr__(layer, "forward", self)   # plain attribute: skip Module.__setattr__
+
+    def __call__(self, *args, **kwargs):
+        output = self.inner(*args, **kwargs)
+        if self.active:
+            h = args[0] if args else kwargs["input"]
+            self.tracker._record(self.calls, h, output)
+        return output
+
+    def remove(self) -> None:
+        self.active = False
+        if vars(self.layer).get("forward") is self:
+            if self.own is None:
+                object.__delattr__(self.layer, "forward")
+            else:
+                object.__setattr__(self.layer, "forward", self.own)
+
+    def __deepcopy__(self, memo: dict):
+        return copy.deepcopy(self.inner, memo)
 
 
 @contextmanager
@@ -556,8 +610,9 @@ def track_norms(model: nn.Module, reduction: str = "sum") -> Iterator[NormTracke
 
     ``reduction`` says how the backpropagated loss was reduced over the batch, ``"sum"`` (the notes'
     ``C = sum_j L^(j)``) or ``"mean"`` (PyTorch's default); the norms are those of ``dL^(j)/dtheta``
-    either way. Forward hooks keep ``H``, hooks on the layers' outputs keep ``Zbar``; they are
-    removed when the block exits, and the tracker keeps its records for :meth:`NormTracker.norms`.
+    either way. A recorder in front of each layer's ``forward`` keeps ``H``, hooks on the layers'
+    outputs keep ``Zbar``; the recorders are removed when the block exits, and the tracker keeps
+    its records for :meth:`NormTracker.norms`.
     Eq 10 / ``eq-pex-trick`` per layer, ``eq-pex-gram`` for shared weights. For a loop of many
     steps, build one :class:`NormTracker` and keep it attached instead (less fixed cost).
 

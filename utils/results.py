@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["results_dir", "save_results", "load_results", "provenance_text", "rerun_commands"]
+__all__ = ["results_dir", "save_results", "load_results", "provenance_text", "rerun_commands",
+           "current_commit"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
@@ -45,6 +46,19 @@ def _check_name(name: str) -> str:
         raise ValueError(
             f"name must be lower-case letters, digits, '_' or '-' (a file stem), got {name!r}")
     return name
+
+
+def current_commit() -> str:
+    """The repository's short ``HEAD``, with ``+dirty`` when tracked files differ ("unknown"
+    outside a git checkout)."""
+    return _git_commit(Path(__file__).resolve().parent)
+
+
+def _check_commit(commit: str) -> str:
+    if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-f]{4,40}(\+dirty)?|unknown", commit):
+        raise ValueError("commit must be a git hash (4-40 hex digits, optionally '+dirty') or "
+                         f"'unknown', got {commit!r}")
+    return commit
 
 
 def _git_commit(folder: Path) -> str:
@@ -75,11 +89,15 @@ def _plain(value: Any) -> Any:
 
 
 def save_results(name: str, data: dict, *, command: str, seeds: list[int] | None = None,
-                 root: str | os.PathLike | None = None) -> Path:
+                 root: str | os.PathLike | None = None, commit: str | None = None) -> Path:
     """Write ``data`` with its provenance to ``results/<name>.json``; return the path.
 
     ``command`` is the shell command that reproduces the file (e.g. ``"BOOK_FULL=1 make results"``);
-    ``seeds`` the seeds the numbers rest on. Tensors and arrays become lists.
+    ``seeds`` the seeds the numbers rest on. Tensors and arrays become lists. ``commit`` is the
+    code the numbers were computed with; by default the repository's ``HEAD`` now (``+dirty``
+    when tracked files differ from it). A long run that rewrites its own results file as it goes
+    reads :func:`current_commit` at its start and passes it, so that the file it already wrote
+    does not make the tree look changed.
     """
     _check_name(name)
     if not isinstance(data, dict):
@@ -92,7 +110,7 @@ def save_results(name: str, data: dict, *, command: str, seeds: list[int] | None
         "name": name,
         "command": command,
         "provenance": {
-            "commit": _git_commit(Path(__file__).resolve().parent),
+            "commit": current_commit() if commit is None else _check_commit(commit),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
             "python": platform.python_version(),
