@@ -10,7 +10,7 @@ per-example norms ``||dL^(j)/dtheta||``:
 
 * ``standard``: ``F.cross_entropy(model(x), y).backward()``, the ordinary step (the denominator);
 * ``hooks``: the same step with the book's ``NormTracker`` attached but no norm read (the fixed
-  cost of the hooks alone);
+  cost of capturing ``H`` and ``Zbar`` alone; "capture only" in the chapter's table);
 * ``trick``: one ``NormTracker`` built once and attached around each step (``with tracker:``,
   which puts its recorders in front of the layers' ``forward`` and takes them out again, so the
   other methods on the same model run without them), the ordinary step, then ``tracker.norms()``;

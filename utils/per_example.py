@@ -369,8 +369,9 @@ class NormTracker:
 
         The recorder (:class:`_InputRecorder`) is set as the layer's instance attribute
         ``forward``, not registered as a module forward hook: a module without hooks keeps
-        ``nn.Module``'s fast call path, which is most of the fixed cost of tracking a small model
-        (``benchmarks/bench_per_example.py``, the "hooks only" row).
+        ``nn.Module``'s fast call path, and with a forward hook the capture was the larger part
+        of the fixed cost of tracking a small model (``benchmarks/bench_per_example.py``, the
+        "capture only" row).
         """
         if not self._recorders:
             self._recorders = [_InputRecorder(self, layer, self._calls[name])
@@ -824,7 +825,7 @@ def rank_by_norm_and_loss(norms, losses, flagged, k: int = 50) -> dict[str, floa
             "corr_log": round(corr, 12)}
 
 
-_BENCH_LABELS = {"trick": "book, tracker", "trick_ctx": "book, track_norms", "hooks": "hooks only",
+_BENCH_LABELS = {"trick": "book, tracker", "trick_ctx": "book, track_norms", "hooks": "capture only",
                  "opacus_ghost": "Opacus ghost", "backpack": "BackPACK", "vmap": "torch.func vmap",
                  "opacus": "Opacus GSM", "naive": "loop over B"}
 
