@@ -22,10 +22,10 @@ Public API
 * :func:`per_example_grad_norms`: ``(B,)`` (or ``(B, n_layers)``) norms for a batch, no side
   effects on ``.grad``.
 * :class:`NormTracker`: the capture engine (a recorder in front of each layer's ``forward``
-  keeps ``H``, tensor hooks keep ``Zbar``). Per step via :func:`track_norms`, or attached once
-  across steps (``attach`` / ``detach`` / ``with tracker:``); ``norms``, ``sq_norms`` and
-  ``captured`` (every layer's ``(H, Zbar)`` in the sum convention, as :class:`Captured`, for
-  clipping).
+  keeps ``H``, a pre-hook on the autograd node of each layer's output keeps ``Zbar``). Per step
+  via :func:`track_norms`, or attached once across steps (``attach`` / ``detach`` /
+  ``with tracker:``); ``norms``, ``sq_norms`` and ``captured`` (every layer's ``(H, Zbar)`` in
+  the sum convention, as :class:`Captured`, for clipping).
 * :func:`track_norms`: context manager; the ordinary ``loss.backward()`` of a training step also
   yields the per-example norms.
 * :func:`per_example_grads`: the materialised per-example gradients via ``torch.func`` (reference
@@ -328,7 +328,7 @@ class Captured(NamedTuple):
 
 
 class NormTracker:
-    """Collects ``H`` (layer inputs) and ``Zbar`` (hooks on the layer outputs) during ordinary steps.
+    """Collects ``H`` (layer inputs) and ``Zbar`` (gradients of the layer outputs) in ordinary steps.
 
     Covers the layers of :func:`trainable_layers` (``nn.Linear``, ``nn.Conv2d``). Two ways to use it:
 
@@ -611,9 +611,9 @@ def track_norms(model: nn.Module, reduction: str = "sum") -> Iterator[NormTracke
 
     ``reduction`` says how the backpropagated loss was reduced over the batch, ``"sum"`` (the notes'
     ``C = sum_j L^(j)``) or ``"mean"`` (PyTorch's default); the norms are those of ``dL^(j)/dtheta``
-    either way. A recorder in front of each layer's ``forward`` keeps ``H``, hooks on the layers'
-    outputs keep ``Zbar``; the recorders are removed when the block exits, and the tracker keeps
-    its records for :meth:`NormTracker.norms`.
+    either way. A recorder in front of each layer's ``forward`` keeps ``H``, a pre-hook on the
+    autograd node of each layer's output keeps ``Zbar``; the recorders are removed when the block
+    exits, and the tracker keeps its records for :meth:`NormTracker.norms`.
     Eq 10 / ``eq-pex-trick`` per layer, ``eq-pex-gram`` for shared weights. For a loop of many
     steps, build one :class:`NormTracker` and keep it attached instead (less fixed cost).
 
