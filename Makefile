@@ -59,7 +59,7 @@ unit: $(STAMP)
 notebooks: $(STAMP)
 	rm -rf _build/executed
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
-	  -n $(NBVAL_WORKERS) --dist loadfile -p tests.executed_notebooks \
+	  -n $(NBVAL_WORKERS) --dist loadfile -p tests.executed_notebooks -p tests.kernel_start \
 	  --executed-dir _build/executed -q -p no:cacheprovider $(NOTEBOOKS)
 
 # the strict build from a clean execution cache: it executes every notebook itself
