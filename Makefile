@@ -124,7 +124,7 @@ clean:
 	rm -rf _build
 
 # benchmark extras (requirements-bench.txt, --no-deps keeps the pinned torch) and the per-example
-# norms benchmark, which writes results/per_example_bench.json for chapter 6 (about 25 minutes
+# norms benchmark, which writes results/per_example_bench.json for chapter 6 (about 20 minutes
 # on a quiet 2-core machine; run it on a quiet one: the ratios move with other jobs)
 BENCH_STAMP := $(VENV)/.bench-requirements-installed
 
@@ -133,4 +133,4 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python benchmarks/bench_per_example.py --rounds 200 --slow-every 40 --threads 1 2 --save
+	$(BIN)/python benchmarks/bench_per_example.py --rounds 200 --slow-every 40 --runs 3 --threads 1 2 --save

@@ -33,9 +33,12 @@ order each round (seeded); the slow ones (``vmap``, ``naive``, ``opacus``) every
 ``--slow-every`` rounds inside the same loop, so all methods see the same machine state. Each call
 is timed twice, by the wall clock and by the process's CPU time (at one thread the CPU-time ratio
 is robust to other jobs on a shared machine; at two threads it also counts the second thread's
-work). It prints medians and each method's ratio to ``standard``, the targets of issue 17 (trick <= 1.10x on the
-large MLP at B = 256, <= 1.20x on the small MLP at B = 64, faster than BackPACK and Opacus ghost
-clipping everywhere), the breakdown of the trick's fixed cost, and the peak-memory growth of one
+work). ``--runs N`` repeats the interleaved timing N times with the orders seeded ``--seed``,
+``--seed + 1``, ...; the tables give the median over the runs and the results file keeps every
+run's ratios, whose spread is the run-to-run noise. It prints medians and each method's ratio to
+``standard``, the targets of issue 17 (trick <= 1.10x on the large MLP at B = 256, <= 1.20x on
+the small MLP at B = 64, faster than BackPACK and Opacus ghost clipping everywhere), with the
+range over the runs, the breakdown of the trick's fixed cost, and the peak-memory growth of one
 call of each method in a fresh process. ``--save`` writes everything to
 ``results/per_example_bench.json`` with its provenance (``utils.results.save_results``); the
 chapter prints its table from that file.
@@ -43,7 +46,8 @@ chapter prints its table from that file.
 BackPACK is a benchmark-only extra (``requirements-bench.txt``, installed by ``make bench``);
 a method whose package is missing is reported as skipped.
 
-Run:  python benchmarks/bench_per_example.py [--rounds 200] [--threads 1 2] [--quick] [--save]
+Run:  python benchmarks/bench_per_example.py [--rounds 200] [--runs 3] [--threads 1 2] [--quick]
+      [--save]
 """
 
 from __future__ import annotations
@@ -220,15 +224,9 @@ def check(name: str, batch: int, methods: dict) -> dict:
     return errors
 
 
-def time_config(name: str, batch: int, rounds: int, slow_every: int, seed: int,
-                with_slow: bool = True) -> dict:
-    model, x, y = setup(name, batch)
-    methods = make_methods(model, x, y)
-    errors = check(name, batch, methods)          # correct first, then fast
-    if not with_slow:        # checked all the same, then not timed
-        methods = {m: fn for m, fn in methods.items() if m not in SLOW}
-    for fn in methods.values():                   # warm-up
-        fn()
+def interleaved(methods: dict, rounds: int, slow_every: int, seed: int) -> dict:
+    """One run: ``rounds`` rounds of every method in a random order (seeded), the slow ones every
+    ``slow_every``-th round; each method's median wall and CPU time and its ratios to standard."""
     times = {m: [] for m in methods}
     cpu = {m: [] for m in methods}
     fast = [m for m in methods if m in FAST]
@@ -244,11 +242,35 @@ def time_config(name: str, batch: int, rounds: int, slow_every: int, seed: int,
             cpu[m].append(time.process_time() - c0)
     med = {m: statistics.median(v) for m, v in times.items()}
     med_cpu = {m: statistics.median(v) for m, v in cpu.items()}
-    return {"model": name, "batch": batch, "threads": torch.get_num_threads(),
-            "max_rel_diff_vs_vmap": errors, "median_s": med, "median_cpu_s": med_cpu,
+    return {"median_s": med, "median_cpu_s": med_cpu,
             "samples": {m: len(v) for m, v in times.items()},
             "ratio": {m: med[m] / med["standard"] for m in med},
             "cpu_ratio": {m: med_cpu[m] / med_cpu["standard"] for m in med_cpu}}
+
+
+def time_config(name: str, batch: int, rounds: int, slow_every: int, seeds: list[int],
+                with_slow: bool = True) -> dict:
+    """Check every method, then one interleaved run per seed; the row holds the medians over
+    the runs and, under ``runs``, each run's ratios (their spread is the run-to-run noise)."""
+    model, x, y = setup(name, batch)
+    methods = make_methods(model, x, y)
+    errors = check(name, batch, methods)          # correct first, then fast
+    if not with_slow:        # checked all the same, then not timed
+        methods = {m: fn for m, fn in methods.items() if m not in SLOW}
+    for fn in methods.values():                   # warm-up
+        fn()
+    runs = [interleaved(methods, rounds, slow_every, seed) for seed in seeds]
+
+    def over_runs(key: str) -> dict:
+        return {m: statistics.median(run[key][m] for run in runs) for m in methods}
+
+    return {"model": name, "batch": batch, "threads": torch.get_num_threads(),
+            "max_rel_diff_vs_vmap": errors,
+            **{key: over_runs(key) for key in ("median_s", "median_cpu_s", "ratio", "cpu_ratio")},
+            "samples": {m: sum(run["samples"][m] for run in runs) for m in methods},
+            "runs": {"seeds": list(seeds),
+                     "ratio": {m: [run["ratio"][m] for run in runs] for m in methods},
+                     "cpu_ratio": {m: [run["cpu_ratio"][m] for run in runs] for m in methods}}}
 
 
 def _proc_status_kib(field: str) -> int:
@@ -328,6 +350,8 @@ def summary(rows: list[dict]) -> dict:
             out["targets"].append({"model": row["model"], "batch": row["batch"],
                                    "threads": row["threads"], "target": TARGET[key],
                                    "trick": r["trick"], "trick_cpu": row["cpu_ratio"]["trick"],
+                                   "trick_runs": row["runs"]["ratio"]["trick"],
+                                   "trick_cpu_runs": row["runs"]["cpu_ratio"]["trick"],
                                    "met": r["trick"] <= TARGET[key]})
         rivals = {m: r[m] for m in ("backpack", "opacus_ghost") if m in r}
         out["fastest_norm_method"].append({
@@ -357,7 +381,10 @@ def main() -> None:
                         help="skip the fresh-subprocess memory measurement")
     parser.add_argument("--save", action="store_true",
                         help="write results/per_example_bench.json (the chapter's table)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first run's order")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="interleaved runs per configuration (seeds --seed, --seed + 1, ...); "
+                             "the tables give the median over the runs, the targets its range")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "BATCH", "METHOD"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -370,19 +397,22 @@ def main() -> None:
         return
     if args.quick:
         args.rounds, args.no_memory, args.save, args.slow_every = 10, True, False, 5
+    if args.runs < 1 or args.rounds < 1 or args.slow_every < 1:
+        parser.error("--runs, --rounds and --slow-every must be at least 1")
     load_before = os.getloadavg()
     started = time.time()
     args.commit = current_commit()      # before --save rewrites a tracked file of this tree
     args.started = _utc_now()
     print(f"{versions()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"float32, {args.rounds} interleaved rounds, slow methods every {args.slow_every}; "
+          f"float32, {args.runs} run(s) of {args.rounds} interleaved rounds, slow methods every "
+          f"{args.slow_every}; "
           f"load average {load_before[0]:.2f}")
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name in args.models:
             for batch in BATCHES:
-                row = time_config(name, batch, args.rounds, args.slow_every, args.seed,
+                row = time_config(name, batch, args.rounds, args.slow_every, seeds(args),
                                   with_slow=threads in args.slow_threads)
                 if not args.no_memory and threads == args.threads[0]:
                     row["memory_MiB"] = {m: memory_growth(name, batch, m) for m in MEMORY
@@ -395,7 +425,9 @@ def main() -> None:
     print("\ntargets (trick / standard):")
     for t in result["targets"]:
         print(f"  {t['model']:6} B={t['batch']:<4} {t['threads']} thread(s): {t['trick']:.3f}x "
-              f"(CPU time {t['trick_cpu']:.3f}x; target <= {t['target']:.2f}x) "
+              f"(runs {min(t['trick_runs']):.3f}-{max(t['trick_runs']):.3f}; CPU time "
+              f"{t['trick_cpu']:.3f}x, runs {min(t['trick_cpu_runs']):.3f}-"
+              f"{max(t['trick_cpu_runs']):.3f}; target <= {t['target']:.2f}x) "
               f"{'met' if t['met'] else 'NOT met'}")
     print("trick faster than BackPACK and Opacus ghost clipping in "
           f"{sum(f['trick_fastest'] for f in result['fastest_norm_method'])} of "
@@ -425,8 +457,12 @@ def save(args, rows: list[dict], load_before: tuple, complete: bool) -> Path:
             "slow_threads": args.slow_threads, "tolerance_vs_vmap": TOL,
             "load_average_1min": [load_before[0], os.getloadavg()[0]],
             "cpu": platform.processor() or platform.machine(), "models": MODELS}
-    return save_results("per_example_bench", data, command=command.strip(), seeds=[args.seed],
+    return save_results("per_example_bench", data, command=command.strip(), seeds=seeds(args),
                         commit=args.commit)
+
+
+def seeds(args) -> list[int]:
+    return list(range(args.seed, args.seed + args.runs))
 
 
 def _utc_now() -> str:
